@@ -1,0 +1,1 @@
+"""Evaluation: caption metrics (COCO BLEU / METEOR / ROUGE-L / CIDEr / SPICE via pycocoevalcap)."""
