@@ -1,0 +1,1 @@
+"""Compression methods: each is pure tensor functions (ops/) plus a small `apply(model, cfg)`."""

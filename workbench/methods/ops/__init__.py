@@ -1,0 +1,1 @@
+"""Pure tensor functions shared by the methods (no modules, no state)."""
