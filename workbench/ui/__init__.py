@@ -1,0 +1,1 @@
+"""The Gradio app: `layout.py` builds the Blocks, `callbacks.py` holds plain functions over the package."""
