@@ -48,7 +48,7 @@ from workbench.training.stage1 import PretrainHeads
 
 @dataclass(frozen=True)
 class Stage2Config:
-    steps: int = 400  # ≈ a stage-1 "fuse" step each at the same tokens/frame: ~1 s on 2 cores → ~7–10 min
+    steps: int = 150  # the shipped run (time budget); each ≈ a stage-1 "fuse" step, ~2–3 s on 2 cores
     batch_size: int = 8
     lr: float = 2e-4  # model weights (cosine to min_lr_ratio after warmup)
     min_lr_ratio: float = 0.1
