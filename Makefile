@@ -42,5 +42,8 @@ train: setup
 bench: setup
 	$(PY) benchmarks/run_all.py
 
+notebooks: setup
+	$(PY) -m pytest -q tests/test_notebooks.py
+
 clean:
 	rm -rf $(VENV) .pytest_cache data/generated data/traces

@@ -37,6 +37,7 @@ def test_accuracy_vs_tokens_one_curve_sorted_by_tokens_with_labels_and_dense_sta
     assert [t.name for t in fig.data] == ["sweep", "dense"]
     assert list(fig.data[0].x) == [20.0, 60.0, 196.0] and list(fig.data[0].y) == [0.5, 0.7, 0.8]
     assert list(fig.data[0].text) == ["tau=0.2", "tau=0.05", "tau=0"]
+    assert list(fig.data[0].textposition) == ["top center", "bottom center", "top center"]
     assert fig.data[1].marker.symbol == "star" and list(fig.data[1].x) == [196.0]
 
 
@@ -340,4 +341,4 @@ def test_anc_tradeoff_from_benchmark():
                          ("gesture (events)", "anc", 0.4, 45.0, "gesture accuracy %")]
     assert anc_tradeoff_from_benchmark(None).height == 0
     fig = accuracy_vs_flops(df.filter(pl.col("metric") == "CIDEr ×100"), group="level", label="method")
-    assert list(fig.data[0].x) == [0.1, 1.0] and list(fig.data[0].text) == ["method=anc", "method=dense"]
+    assert list(fig.data[0].x) == [0.1, 1.0] and list(fig.data[0].text) == ["anc", "dense"]

@@ -75,5 +75,5 @@ def confusion_heatmap(conf, classes: Sequence[str], normalize: str | None = "tru
         hovertemplate="truth %{y}<br>predicted %{x}<br>clips %{text}<br>rate %{z:.2f}<extra></extra>"))
     head = f"{title} — accuracy {100 * acc:.1f}% (n = {n})" if n else f"{title} — no clips"
     fig.update_layout(title=head, xaxis_title="predicted", yaxis_title="truth", template="plotly_white",
-                      yaxis_autorange="reversed", xaxis_tickangle=-45, width=640, height=600)
+                      yaxis_autorange="reversed", xaxis_tickangle=-45, height=max(420, 120 + 40 * len(names)))
     return fig

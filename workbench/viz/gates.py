@@ -88,12 +88,12 @@ def score_histogram(trace: pl.DataFrame, taus: list[float] | None = None, site: 
     else:
         shown, x_title = v, "change score"
     fig = go.Figure(go.Histogram(x=shown.to_list(), nbinsx=nbins, name="scores"))
-    for tau in taus or []:
-        if log_x and tau <= 0:
-            continue
+    for k, tau in enumerate(t for t in (taus or []) if t > 0 or not log_x):
         frac = float((v >= tau).mean())
         pos = float(pl.Series([tau]).log10()[0]) if log_x else tau
-        fig.add_vline(x=pos, line_dash="dash", annotation_text=f"τ={tau:g}: {100 * frac:.0f}% recompute")
+        fig.add_vline(x=pos, line_dash="dash")
+        fig.add_annotation(x=pos, y=1 - 0.07 * k, yref="paper", xanchor="left", showarrow=False,  # staggered
+                           text=f" τ={tau:g}: {100 * frac:.0f}% recompute", bgcolor="rgba(255,255,255,0.8)")
     fig.update_layout(title=f"{title} ({v.len()} patch-frames, {zeros} exactly 0)", xaxis_title=x_title,
                       yaxis_title="patch-frames", template="plotly_white", showlegend=False)
     return fig

@@ -79,7 +79,7 @@ def headline_figure(df: pl.DataFrame, title: str = "Paper headline vs this workb
     fig = go.Figure(go.Table(header={"values": ["metric", "paper", "ours", "ours, dense", "ours: from"],
                                      "align": "left"},
                              cells={"values": cols, "align": "left"}, columnwidth=[3, 1, 1, 1, 3]))
-    fig.update_layout(title=title, height=80 + 32 * (df.height + 1))
+    fig.update_layout(title=title, height=140 + 50 * (df.height + 1))  # cells wrap to two lines
     return fig
 
 

@@ -44,7 +44,8 @@ def router_features_heatmap(trace: pl.DataFrame, names: Sequence[str] | None = N
         raise ValueError(f"{len(labels)} feature names for {n_feat} features")
     fig = go.Figure(go.Heatmap(z=z.tolist(), x=frames, y=labels, colorscale="Viridis", colorbar={"title": "value"},
                                hovertemplate="frame %{x}<br>%{y}: %{z:.3f}<extra></extra>"))
-    fig.update_layout(title=title, xaxis_title="frame", template="plotly_white", height=max(300, 22 * n_feat))
+    fig.update_layout(title=title, xaxis_title="frame", template="plotly_white", height=160 + 24 * n_feat,
+                      yaxis={"dtick": 1})  # every feature named
     return fig
 
 

@@ -43,6 +43,11 @@ def _fmt(v) -> str:
     return str(v)
 
 
+def _text(label: str, v) -> str:
+    """Numbers as "label=value" (τ=0.05), names as they are."""
+    return str(v) if isinstance(v, str) else f"{label}={_fmt(v)}"
+
+
 def _tradeoff(df: pl.DataFrame, x: str, y: str, label: str | None, group: str | None,
               dense: tuple[float, float] | None, x_title: str, y_title: str, title: str,
               what: str) -> go.Figure:
@@ -52,10 +57,11 @@ def _tradeoff(df: pl.DataFrame, x: str, y: str, label: str | None, group: str | 
         (g, df.filter(pl.col(group) == g)) for g in df[group].unique(maintain_order=True).to_list()]
     for name, part in groups:
         part = part.filter(pl.col(x).is_not_null() & pl.col(y).is_not_null()).sort(x)
-        text = [f"{label}={_fmt(v)}" for v in part[label].to_list()] if label else None
+        text = [_text(label, v) for v in part[label].to_list()] if label else None
         fig.add_trace(go.Scatter(
             x=part[x].to_list(), y=part[y].to_list(), mode="lines+markers+text" if text else "lines+markers",
-            name="sweep" if name is None else str(name), text=text, textposition="top center",
+            name="sweep" if name is None else str(name), text=text,
+            textposition=["top center" if i % 2 == 0 else "bottom center" for i in range(part.height)],  # neighbours apart
             hovertemplate=f"{x_title}: %{{x:.4g}}<br>{y_title}: %{{y:.4g}}"
                           + ("<br>%{text}" if text else "") + "<extra>%{fullData.name}</extra>"))
     if dense is not None:
@@ -75,6 +81,7 @@ def accuracy_vs_tokens(df: pl.DataFrame, x: str = "tokens_per_frame", y: str = "
 
     df: one row per setting with columns `x`, `y`, `label` (printed beside the marker; None = no text) and
     `group` (None = all one curve). dense: (tokens, accuracy) of the dense baseline, drawn as a star.
+    Numeric labels print as "tau=0.05", text labels as they are; labels alternate above / below the markers.
 
         >>> fig = accuracy_vs_tokens(pl.DataFrame({"tau": [0.1], "tokens_per_frame": [40.0],
         ...                                         "accuracy": [0.7]}))
