@@ -65,3 +65,16 @@ def test_gesture_fit_touches_only_the_head(trained, tmp_path):
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before if not k.startswith("gesture_head."))
     assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("gesture_head."))
+
+
+def test_resume_without_optimizer_state_refuses_instead_of_restarting(trained, tmp_path):
+    """The shipped checkpoint comes without its optimizer state: continuing it must not silently retrain."""
+    import shutil
+    from workbench.errors import CheckpointError
+    out, _ = trained
+    copy = tmp_path / "copy.safetensors"
+    shutil.copy(out, copy)
+    before = copy.read_bytes()
+    with pytest.raises(CheckpointError, match="cannot resume"):
+        train_stage1(replace(CFG, steps=12), copy, resume=True, progress=False)
+    assert copy.read_bytes() == before

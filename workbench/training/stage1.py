@@ -24,6 +24,7 @@ from workbench.data import gestures, shapesworld
 from workbench.models.config import TinyVLMConfig
 from workbench.models.encoder import patchify
 from workbench.models.pooling import AttentionPool
+from workbench.errors import CheckpointError
 from workbench.models.io import load_checkpoint, read_metadata, save_checkpoint
 from workbench.models.tinyvlm import TinyVLM
 from workbench.models.visual_tokens import VisualTokens
@@ -254,6 +255,10 @@ def train_stage1(cfg: Stage1Config, out: str | Path, resume: bool = True, progre
         from safetensors import safe_open
         with safe_open(str(optim_path), framework="pt") as f:
             start = int(f.metadata()["step"])
+    elif resume and out.is_file():
+        raise CheckpointError(f"{out}: cannot resume to step {end}: its optimizer state ({optim_path.name}) or "
+                              f"pre-training heads ({heads_path.name}) are missing (the optimizer state is not "
+                              "shipped); retrain from scratch with --fresh, or write elsewhere with --out")
     else:
         model = TinyVLM(model_config(cfg)).train()
         heads = PretrainHeads(model.cfg)
