@@ -1,7 +1,7 @@
 """STTF + ANC combined mode (issue 4): ANC picks the branch per frame, STTF decides which tokens inside it
 are recomputed.
 
-Per clip: the router routes every frame first (it needs no encoder output, `anc.route_clip`). Then, frame by
+Per clip: the router routes every frame first (it needs no encoder output, `ANC.route`). Then, frame by
 frame:
 
 - skip frame: every token is the previous frame's (0 tokens computed). The STTF gate does not advance its
@@ -32,7 +32,7 @@ import torch
 
 from workbench.data.clip import Clip
 from workbench.eval.flops import count_flops
-from workbench.methods.anc import ANC, relative_costs, route_clip
+from workbench.methods.anc import ANC
 from workbench.methods.anc_modules import BRANCHES, SKIP, BranchCache, run_branch
 from workbench.methods.ops.fusion import fuse_runs, run_token_index
 from workbench.methods.ops.gates import GateState, gate_step, patch_pixels
@@ -76,8 +76,7 @@ class STTFANC:
         x = frames[0]  # (T, C, H, W)
         t_len, n = x.shape[0], model.cfg.num_patches
         costs = self.anc.costs(model, modality)
-        rel = relative_costs(costs) if self.anc.cfg.cost_bias else None
-        route = route_clip(self.anc.module, x, modality, self.anc.cfg, rel, model.cfg.patch_size)
+        route = self.anc.route(model, x, modality)
         rates = event_rates(clip, t_len, n) if self.sttf.source == "events" else None
         feats = patch_pixels(frames, model.cfg.patch_size)[0] if self.sttf.source == "pixels" else None  # (T, N, F)
         rule, gate = self.sttf.rule(), GateState()

@@ -43,7 +43,7 @@ from workbench.methods.sttf import SCORE_KIND, STTFConfig, calibrate_tau
 from workbench.models.io import load_checkpoint, read_metadata, save_checkpoint
 from workbench.models.tinyvlm import TinyVLM
 from workbench.training.batches import Batch, make_batch
-from workbench.training.stage1 import PretrainHeads
+from workbench.training.stage1 import PretrainHeads, _jsonable, _param_groups
 
 
 @dataclass(frozen=True)
@@ -286,22 +286,3 @@ def train_stage2(cfg: Stage2Config, base_ckpt: str | Path, out: str | Path, prog
             "train_config": _jsonable(asdict(cfg)), "sttf_gate": sttf_gate, "last_eval": record}
     save_checkpoint(model, out, info)
     return record
-
-
-def _param_groups(modules: list[nn.Module], wd: float) -> list[dict]:
-    """Weight decay on matrices except embeddings / positions (stage 1's rule)."""
-    named = [(n, p) for m in modules for n, p in m.named_parameters()]
-    decay = [p for n, p in named if p.ndim == 2 and "embed" not in n and "pos" not in n]
-    ids = {id(p) for p in decay}
-    return [{"params": decay, "weight_decay": wd}, {"params": [p for _, p in named if id(p) not in ids],
-                                                     "weight_decay": 0.0}]
-
-
-def _jsonable(x):
-    if isinstance(x, dict):
-        return {k: _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, (np.floating, np.integer)):
-        return x.item()
-    return x

@@ -226,16 +226,21 @@ def metrics_markdown(a: Analysis) -> str:
     return f"{head}{rows}\n\n_{note}_"
 
 
-def details_markdown(a: Analysis) -> str:
-    c, d, r = a.clip, a.dense, a.result
-    lines = [f"**input** `{c.sample_id}` · {c.modality} · {c.num_frames} frames · {c.duration_s:.2f} s · "
-             f"model `{a.model_name}`"]
+def input_lines(c, suffix: str = "") -> list[str]:
+    """Markdown lines describing a loaded clip: input, detected event format, video container."""
+    lines = [f"**input** `{c.sample_id}` · {c.modality} · {c.num_frames} frames · {c.duration_s:.2f} s{suffix}"]
     if c.meta.get("format"):
         lines.append(f"**detected format** {c.meta['format']} · sensor {c.meta.get('sensor_size')} · "
                      f"{c.meta.get('num_events', 0):,} events in the window")
     if c.meta.get("codec"):
         lines.append(f"**video** {c.meta.get('container')} / {c.meta.get('codec')} · "
                      f"{c.meta.get('width')}×{c.meta.get('height')} · {c.meta.get('duration_s', 0):.1f} s")
+    return lines
+
+
+def details_markdown(a: Analysis) -> str:
+    c, d, r = a.clip, a.dense, a.result
+    lines = input_lines(c, f" · model `{a.model_name}`")
     lines.append(f"**method** {a.spec.label()} · visual tokens to the decoder {r.tokens_per_frame:.1f} per frame "
                  f"(dense {d.tokens_per_frame:.0f}) · runs `{d.run_id}` (dense) / `{r.run_id}`")
     if c.label is not None and r.gesture_probs:
@@ -266,13 +271,7 @@ class Result:
 
     def details_markdown(self) -> str:
         c = self.clip
-        lines = [f"**input** `{c.sample_id}` · {c.modality} · {c.num_frames} frames · {c.duration_s:.2f} s"]
-        if c.meta.get("format"):
-            lines.append(f"**detected format** {c.meta['format']} · sensor {c.meta.get('sensor_size')} · "
-                         f"{c.meta.get('num_events', 0):,} events in the window")
-        if c.meta.get("codec"):
-            lines.append(f"**video** {c.meta.get('container')} / {c.meta.get('codec')} · "
-                         f"{c.meta.get('width')}×{c.meta.get('height')} · {c.meta.get('duration_s', 0):.1f} s")
+        lines = input_lines(c)
         lines.append(f"**visual tokens to the decoder** {self.tokens_per_frame:.0f} per frame · "
                      f"encode {self.encode_ms:.0f} ms · decode {self.decode_ms:.0f} ms")
         if self.gesture_probs:
