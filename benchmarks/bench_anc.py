@@ -46,7 +46,7 @@ from workbench.methods.sttf import STTF, STTFConfig  # noqa: E402
 from workbench.methods.ops.routing import count_switches  # noqa: E402
 from workbench.models.registry import create_model, weights_dir  # noqa: E402
 from workbench.pipeline import Dense  # noqa: E402
-from workbench.training.stage3 import Stage3Config, train_stage3  # noqa: E402
+from workbench.training.stage3 import Stage3Config, router_phase, train_stage3  # noqa: E402
 
 LEVELS = ("static", "low", "high")
 
@@ -93,9 +93,9 @@ def get_routers(model, args, work: Path) -> tuple[dict, dict]:
                 {"stab": str(main), "nostab": str(nostab), "recipe": "shipped weights"})
     if main.is_file():
         steps = args.router_steps
-        base = Stage3Config(steps=steps, init=str(main), router_only=True, reset_router=True, eval_every=steps,
-                            eval_clips=2, progress=False, max_minutes=None, threads=args.threads)
-        recipe = f"routers retrained for {steps} steps (router only) on the adapters of {main.name}"
+        base = router_phase(Stage3Config(router_steps=steps, eval_clips=2, progress=False, max_minutes=None,
+                                         threads=args.threads), main)
+        recipe = f"routers retrained for {steps} steps (phase b recipe: router only) on the adapters of {main.name}"
     else:
         steps = args.train_steps
         base = Stage3Config(steps=steps, batch_size=2, eval_every=steps, eval_clips=2, progress=False,
@@ -299,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--nostab", default=None, help="λ_stab = 0 weights (default anc-nostab-<model>.safetensors)")
     p.add_argument("--hysteresis", type=float, default=ANCConfig().hysteresis)
     p.add_argument("--cost-bias", type=float, default=0.0)
-    p.add_argument("--router-steps", type=int, default=30, help="retraining steps when the nostab file is missing")
+    p.add_argument("--router-steps", type=int, default=200, help="retraining steps when the nostab file is missing")
     p.add_argument("--train-steps", type=int, default=2, help="training steps when no ANC weights exist (smoke)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--sttf-tau", type=float, default=0.05, help="STTF threshold for the STTF / STTF+ANC rows")

@@ -78,3 +78,12 @@ def test_resume_without_optimizer_state_refuses_instead_of_restarting(trained, t
     with pytest.raises(CheckpointError, match="cannot resume"):
         train_stage1(replace(CFG, steps=12), copy, resume=True, progress=False)
     assert copy.read_bytes() == before
+
+
+def test_worker_processes_change_nothing_but_speed(trained, tmp_path):
+    """Batches built in spawned worker processes (`workers=2`) give the same checkpoint bit for bit."""
+    out, _ = trained
+    par = tmp_path / "par.safetensors"
+    train_stage1(replace(CFG, workers=2), par, resume=False, progress=False)
+    sa, sb = load_checkpoint(out).state_dict(), load_checkpoint(par).state_dict()
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)

@@ -98,7 +98,8 @@ def cmd_train(args) -> int:
 
     from workbench.models.registry import model_path, weights_dir
     over = {k: v for k, v in {"steps": args.steps, "batch_size": args.batch_size, "threads": args.threads,
-                              "eval_every": args.eval_every, "seed": args.seed}.items() if v is not None}
+                              "eval_every": args.eval_every, "seed": args.seed, "device": args.device,
+                              "workers": args.workers}.items() if v is not None}
     base = model_path(DEFAULT_MODEL)
     if args.stage == 1:
         from workbench.training.stage1 import Stage1Config, train_stage1
@@ -114,7 +115,8 @@ def cmd_train(args) -> int:
     else:
         from workbench.training.stage3 import main as stage3_main
         argv = ["--base", str(base)] + (["--out", args.out] if args.out else []) + \
-               (["--steps", str(args.steps)] if args.steps else []) + (["--nostab"] if args.nostab else [])
+               (["--steps", str(args.steps)] if args.steps else []) + (["--nostab"] if args.nostab else []) + \
+               (["--device", args.device] if args.device else []) + (["--workers", str(args.workers)] if args.workers else [])
         return stage3_main(argv)
     print(json.dumps({k: v for k, v in rec.items() if "acc" in k or "loss" in k}, indent=2))
     print(f"checkpoint written to {out}")
@@ -171,6 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--threads", type=int)
     t.add_argument("--eval-every", type=int)
     t.add_argument("--seed", type=int)
+    t.add_argument("--device", help="cpu (default) or cuda: where the training steps run")
+    t.add_argument("--workers", type=int, help="processes building batches ahead (default 0: in the training process)")
     t.add_argument("--out", help="checkpoint path (default: the shipped file of that stage in data/weights/)")
     t.add_argument("--fresh", action="store_true", help="stage 1: start over instead of resuming from --out")
     t.set_defaults(func=cmd_train)

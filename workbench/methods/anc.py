@@ -186,7 +186,7 @@ def route_clip(module: ANCModule, frames: torch.Tensor, modality: str, cfg: ANCC
         choices.append(c)
         probs.append(p)
         feats.append(f[0])
-    return Route(np.array(choices, dtype=np.int64), torch.stack(probs).numpy(), torch.stack(feats).numpy(),
+    return Route(np.array(choices, dtype=np.int64), torch.stack(probs).cpu().numpy(), torch.stack(feats).cpu().numpy(),
                  np.array(ms))
 
 

@@ -128,11 +128,11 @@ class STTFANC:
         mask = torch.stack(masks)[None]  # (1, T, N)
         if self.sttf.fuse:
             vt, tok = fuse_runs(enc, mask), run_token_index(mask)[0]
-            to_dec = mask[0].sum(1).numpy()
+            to_dec = mask[0].sum(1).cpu().numpy()
         else:
             vt, tok = VisualTokens.dense(enc), torch.arange(t_len * n).reshape(t_len, n)
             to_dec = np.full(t_len, n)
-        stats = FrameStats(mask[0].sum(1).numpy(), to_dec, flops, ms)
+        stats = FrameStats(mask[0].sum(1).cpu().numpy(), to_dec, flops, ms)
         rec = active_recorder()
         if rec is not None:
             ANC._trace(rec, route, flops, ms)

@@ -281,12 +281,12 @@ class STTF:
         mask = e.mask
         if self.cfg.fuse:
             vt, tok = fuse_runs(e.enc, mask), run_token_index(mask)[0]
-            to_dec = mask[0].sum(1).numpy()
+            to_dec = mask[0].sum(1).cpu().numpy()
         else:
             t = mask.shape[1]
             vt, tok = VisualTokens.dense(e.enc), torch.arange(t * n).reshape(t, n)
             to_dec = np.full(t, n)
-        stats = FrameStats(mask[0].sum(1).numpy(), to_dec, e.flops, e.ms)
+        stats = FrameStats(mask[0].sum(1).cpu().numpy(), to_dec, e.flops, e.ms)
         rec = active_recorder()
         drift = None
         if debug or (rec is not None and rec.debug):  # outside the timed / counted work
@@ -329,9 +329,9 @@ def apply(model: TinyVLM, cfg: STTFConfig = STTFConfig()) -> TinyVLM:
 @torch.no_grad()
 def _gate_inputs(model: TinyVLM, clip: Clip, source: str) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """(feats (1, T, N, F) | None, scores (1, T, N) | None) for `run_gate`."""
-    frames = torch.from_numpy(np.ascontiguousarray(clip.frames))  # (T, C, H, W)
+    frames = torch.from_numpy(np.ascontiguousarray(clip.frames)).to(model.device)  # (T, C, H, W)
     if source == "events":
-        return None, event_rates(clip, frames.shape[0], model.cfg.num_patches)
+        return None, event_rates(clip, frames.shape[0], model.cfg.num_patches).to(model.device)
     if source == "embedding":
         return model.encoder.embed(frames, clip.modality)[None], None  # (1, T, N, D)
     return patch_pixels(frames[None], model.cfg.patch_size), None

@@ -99,6 +99,10 @@ class TinyVLM(HookedModule):
         out = self.encoder(frames.flatten(0, 1), modality)  # (B·T, N, D)
         return out.view(b, t, *out.shape[1:])
 
+    @property
+    def device(self) -> torch.device:
+        return self.sink.device
+
     def encode_dense(self, frames: torch.Tensor, modality: str) -> VisualTokens:
         return VisualTokens.dense(self.encode(frames, modality))
 

@@ -70,6 +70,11 @@ def compress_for_training(enc: torch.Tensor, mode: str, keep: float = 0.3,
     if mode == "drop":
         b, t, n, _ = enc.shape
         k = max(1, int(round(keep * t * n)))
-        order = torch.rand(b, t * n, generator=generator).argsort(1)[:, :k].sort(1).values  # frame-major order
+        order = _uniform((b, t * n), generator).to(enc.device).argsort(1)[:, :k].sort(1).values  # frame-major order
         return VisualTokens.dense(enc).select(order)
     raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
+
+
+def _uniform(shape: tuple[int, ...], generator: torch.Generator | None) -> torch.Tensor:
+    """U(0, 1) drawn on the generator's device (CPU generators give the same draws whatever the model's device)."""
+    return torch.rand(shape, generator=generator, device=generator.device if generator is not None else None)

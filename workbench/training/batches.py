@@ -28,6 +28,12 @@ class Batch:
     labels: torch.Tensor | None  # (B,) gesture classes
     concepts: torch.Tensor | None = None  # (B, C) multi-hot scene concepts (ShapesWorld only)
 
+    def to(self, device: torch.device | str) -> "Batch":
+        """The batch with every tensor on `device`."""
+        move = lambda x: None if x is None else x.to(device, non_blocking=True)  # noqa: E731
+        return Batch(move(self.frames), self.modality, move(self.text_ids), move(self.targets),
+                     move(self.loss_mask), move(self.sep_index), move(self.labels), move(self.concepts))
+
 
 def encode_pair(tok: WordTokenizer, prompt: str, answer: str) -> tuple[list[int], int]:
     """[<bos>] prompt [<sep>] answer [<eos>] and the index of <sep>."""

@@ -25,6 +25,7 @@ from workbench.methods.ops.gates import patch_pixels, reference_gate
 from workbench.models.tinyvlm import TinyVLM
 from workbench.models.visual_tokens import VisualTokens
 from workbench.training.augment import AugmentConfig, compress_for_training
+from workbench.training.runtime import ordered_map
 
 
 @dataclass(frozen=True)
@@ -40,18 +41,27 @@ class GestureFitConfig:
     augment: AugmentConfig = field(default_factory=lambda: AugmentConfig(p_dense=0.3, p_fuse=0.5, p_drop=0.2))
 
 
+def _render(seeds: list[int]) -> tuple[torch.Tensor, list[int]]:
+    clips = [gestures.make_gesture_clip(s) for s in seeds]
+    return torch.stack([torch.from_numpy(c.frames) for c in clips]), [c.label for c in clips]  # (b, T, 2, H, W)
+
+
 @torch.no_grad()
-def _cache(model: TinyVLM, seeds, progress: bool, desc: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(encoder outputs (C, T, N, D) fp16, frames (C, T, 2, H, W) fp16, labels (C,)) of the gesture clips."""
+def _cache(model: TinyVLM, seeds, progress: bool, desc: str,
+           workers: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(encoder outputs (C, T, N, D) fp16, frames (C, T, 2, H, W) fp16, labels (C,)) of the gesture clips,
+    on the model's device; clips are rendered in `workers` processes when > 0."""
+    dev = next(model.parameters()).device
     enc, frames, labels = [], [], []
     seeds = list(seeds)
-    for i in tqdm(range(0, len(seeds), 16), disable=not progress, desc=desc, unit="batch"):
-        clips = [gestures.make_gesture_clip(s) for s in seeds[i: i + 16]]
-        f = torch.stack([torch.from_numpy(c.frames) for c in clips])  # (b, T, 2, H, W)
+    chunks = [seeds[i: i + 16] for i in range(0, len(seeds), 16)]
+    for f, lab in tqdm(ordered_map(_render, chunks, workers), total=len(chunks), disable=not progress, desc=desc,
+                       unit="batch"):
+        f = f.to(dev)
         enc.append(model.encode(f, "events").half())
         frames.append(f.half())
-        labels += [c.label for c in clips]
-    return torch.cat(enc), torch.cat(frames), torch.tensor(labels)
+        labels += lab
+    return torch.cat(enc), torch.cat(frames), torch.tensor(labels, device=dev)
 
 
 def _tokens(enc: torch.Tensor, frames: torch.Tensor, mode: str, knob: float, patch: int,
@@ -64,7 +74,7 @@ def _tokens(enc: torch.Tensor, frames: torch.Tensor, mode: str, knob: float, pat
 
 @torch.no_grad()
 def _accuracy(model: TinyVLM, enc, frames, labels, mode: str, knob: float) -> float:
-    gen = torch.Generator().manual_seed(0)
+    gen = torch.Generator("cpu").manual_seed(0)
     correct = 0
     for i in range(0, len(labels), 64):
         vt = _tokens(enc[i: i + 64].float(), frames[i: i + 64].float(), mode, knob, model.cfg.patch_size, gen)
@@ -73,7 +83,7 @@ def _accuracy(model: TinyVLM, enc, frames, labels, mode: str, knob: float) -> fl
 
 
 def fit_gesture_head(model: TinyVLM, cfg: GestureFitConfig = GestureFitConfig(), progress: bool = True,
-                     log=None) -> dict:
+                     log=None, workers: int = 0) -> dict:
     """Re-initialise and train `model.gesture_head` in place; returns the fit record (val accuracies)."""
     t0 = time.perf_counter()
     torch.manual_seed(cfg.seed)
@@ -86,11 +96,13 @@ def fit_gesture_head(model: TinyVLM, cfg: GestureFitConfig = GestureFitConfig(),
             m.reset_parameters()
     for p in head.parameters():
         p.requires_grad_(True)
-    enc, frames, labels = _cache(model, range(cfg.first_seed, cfg.first_seed + cfg.clips), progress, "gesture clips")
-    v_enc, v_frames, v_labels = _cache(model, gestures.gesture_split_seeds("val", cfg.eval_clips), progress, "val")
+    enc, frames, labels = _cache(model, range(cfg.first_seed, cfg.first_seed + cfg.clips), progress, "gesture clips",
+                                 workers)
+    v_enc, v_frames, v_labels = _cache(model, gestures.gesture_split_seeds("val", cfg.eval_clips), progress, "val",
+                                       workers)
     opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     rng = np.random.default_rng([cfg.seed, 77])
-    gen = torch.Generator().manual_seed(cfg.seed)
+    gen = torch.Generator("cpu").manual_seed(cfg.seed)
     head.train()
     for step in tqdm(range(cfg.steps), disable=not progress, desc="gesture head", unit="step"):
         for g in opt.param_groups:  # cosine decay

@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import math
 import time
+from functools import partial
+from types import SimpleNamespace
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -31,6 +33,7 @@ from workbench.models.visual_tokens import VisualTokens
 from workbench.training.augment import AugmentConfig, training_tokens
 from workbench.training.batches import Batch, make_batch
 from workbench.training.gesture_fit import GestureFitConfig, fit_gesture_head
+from workbench.training.runtime import on_device, ordered_map
 from workbench.training.vocab import build_vocabulary
 
 
@@ -56,6 +59,8 @@ class Stage1Config:
     eval_clips: int = 44
     seed: int = 0
     threads: int = 2
+    device: str = "cpu"  # "cuda" trains on a GPU (same recipe; the numbers differ from a CPU run)
+    workers: int = 0  # processes building batches ahead (0: in the training process)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     gesture_fit: GestureFitConfig = field(default_factory=GestureFitConfig)  # phase b, after the main loop
     model: TinyVLMConfig = field(default_factory=TinyVLMConfig)
@@ -190,6 +195,11 @@ def evaluate_stage1(model: TinyVLM, cfg: Stage1Config, val: dict[str, Batch]) ->
     return res
 
 
+def text_side(model: TinyVLM) -> SimpleNamespace:
+    """What batch building needs of the model (tokenizer, config): small and picklable, for worker processes."""
+    return SimpleNamespace(tokenizer=model.tokenizer, cfg=model.cfg)
+
+
 def _val_batches(cfg: Stage1Config, model: TinyVLM) -> dict[str, Batch]:
     rng = np.random.default_rng([cfg.seed, 10**9])
     shapes = [shapesworld.make_clip(s) for s in shapesworld.split_seeds("val", cfg.eval_clips)]
@@ -208,7 +218,7 @@ def _param_groups(modules: list[torch.nn.Module], wd: float):
 
 def _save_optimizer(opt: torch.optim.Optimizer, path: Path, step: int) -> None:
     sd = opt.state_dict()
-    tensors = {f"{i}.{k}": v.contiguous() for i, st in sd["state"].items() for k, v in st.items()}
+    tensors = {f"{i}.{k}": v.contiguous().cpu() for i, st in sd["state"].items() for k, v in st.items()}
     meta = {"step": str(step), "param_groups": json.dumps(sd["param_groups"])}
     save_file(tensors, str(path), metadata=meta)
 
@@ -231,20 +241,25 @@ def train_stage1(cfg: Stage1Config, out: str | Path, resume: bool = True, progre
     Returns the final evaluation record. The log (`out` with suffix .log.jsonl) holds one record per
     `eval_every` steps ("epochs") and the train loss every 10 steps.
     """
-    out = Path(out)
+    with on_device(cfg.device) as dev:
+        return _train_stage1(cfg, Path(out), resume, progress, dev)
+
+
+def _train_stage1(cfg: Stage1Config, out: Path, resume: bool, progress: bool, dev: torch.device) -> dict:
     optim_path, log_path = out.with_suffix(".optim.safetensors"), out.with_suffix(".log.jsonl")
     heads_path = out.with_suffix(".heads.safetensors")
+    out.parent.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     start = 0
     end = cfg.steps if cfg.stop_after is None else min(cfg.steps, cfg.stop_after)
     done = resume and out.is_file() and read_metadata(out).get("steps", 0) >= end
     if done:  # main loop finished: only phase b (the gesture head fit) may be left
-        model = _load_trunk(out)
+        model = _load_trunk(out).to(dev)
         start = end
     elif resume and out.is_file() and optim_path.is_file() and heads_path.is_file():
-        model = load_checkpoint(out).train()
-        heads = PretrainHeads(model.cfg)
+        model = load_checkpoint(out).to(dev).train()
+        heads = PretrainHeads(model.cfg).to(dev)
         saved = load_file(str(heads_path))
         main_head = {k.split(".", 1)[1]: v for k, v in saved.items() if k.startswith("main_gesture_head.")}
         if main_head:  # the head as the main loop left it (phase b may have refit the checkpoint's head)
@@ -260,21 +275,22 @@ def train_stage1(cfg: Stage1Config, out: str | Path, resume: bool = True, progre
                               f"pre-training heads ({heads_path.name}) are missing (the optimizer state is not "
                               "shipped); retrain from scratch with --fresh, or write elsewhere with --out")
     else:
-        model = TinyVLM(model_config(cfg)).train()
-        heads = PretrainHeads(model.cfg)
+        model = TinyVLM(model_config(cfg)).to(dev).train()
+        heads = PretrainHeads(model.cfg).to(dev)
         opt = torch.optim.AdamW(_param_groups([model, heads], cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.98))
         log_path.unlink(missing_ok=True)
     t_start = time.perf_counter()
     record: dict = {}
-    val = _val_batches(cfg, model) if start < end else {}
+    val = {k: b.to(dev) for k, b in _val_batches(cfg, model).items()} if start < end else {}
+    batches = ordered_map(partial(batch_for_step, cfg, text_side(model)), range(start, end), cfg.workers)
     with open(log_path, "a") as log, tqdm(total=end, initial=start, disable=not progress,
                                           desc="stage 1", unit="step") as bar:
-        for step in range(start, end):
-            batch = batch_for_step(cfg, model, step)
+        for step, batch in zip(range(start, end), batches):
+            batch = batch.to(dev)
             mode, knob = augment_for_step(cfg, step)
             for g in opt.param_groups:
                 g["lr"] = lr_at(cfg, step)
-            out_step = losses(model, batch, mode, knob, torch.Generator().manual_seed(cfg.seed * 7919 + step), heads,
+            out_step = losses(model, batch, mode, knob, torch.Generator("cpu").manual_seed(cfg.seed * 7919 + step), heads,
                               cfg.recon_weight)
             opt.zero_grad(set_to_none=True)
             out_step["loss"].backward()
@@ -296,8 +312,8 @@ def train_stage1(cfg: Stage1Config, out: str | Path, resume: bool = True, progre
                 log.flush()
                 info = {"stage": 1, "steps": step + 1, "train_config": _jsonable(asdict(cfg)), "last_eval": record}
                 save_checkpoint(model, out, info)
-                aux = {k: v.contiguous() for k, v in heads.state_dict().items()}
-                aux |= {f"main_gesture_head.{k}": v.contiguous() for k, v in model.gesture_head.state_dict().items()}
+                aux = {k: v.contiguous().cpu() for k, v in heads.state_dict().items()}
+                aux |= {f"main_gesture_head.{k}": v.contiguous().cpu() for k, v in model.gesture_head.state_dict().items()}
                 save_file(aux, str(heads_path))
                 _save_optimizer(opt, optim_path, step + 1)
         info = read_metadata(out)
@@ -305,7 +321,7 @@ def train_stage1(cfg: Stage1Config, out: str | Path, resume: bool = True, progre
             def write(rec):
                 log.write(json.dumps(_jsonable(rec)) + "\n")
                 log.flush()
-            fit = fit_gesture_head(model, cfg.gesture_fit, progress, write)
+            fit = fit_gesture_head(model, cfg.gesture_fit, progress, write, workers=cfg.workers)
             info = {k: v for k, v in info.items() if k != "config"} | {"gesture_fit": _jsonable(fit)}
             save_checkpoint(model, out, info)
             record = {**info.get("last_eval", {}), "gesture_fit": fit}

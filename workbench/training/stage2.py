@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from functools import partial
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -43,7 +44,8 @@ from workbench.methods.sttf import SCORE_KIND, STTFConfig, calibrate_tau
 from workbench.models.io import load_checkpoint, read_metadata, save_checkpoint
 from workbench.models.tinyvlm import TinyVLM
 from workbench.training.batches import Batch, make_batch
-from workbench.training.stage1 import PretrainHeads, _jsonable, _param_groups
+from workbench.training.runtime import on_device, ordered_map
+from workbench.training.stage1 import PretrainHeads, _jsonable, _param_groups, text_side
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,8 @@ class Stage2Config:
     data_offset: int = 50_000  # steps into stage 1's train seed streams (stage 1 uses the first 3000)
     seed: int = 0
     threads: int = 2
+    device: str = "cpu"  # "cuda": train on a GPU (see training.runtime)
+    workers: int = 0  # processes building batches ahead
     max_minutes: float | None = 18.0  # stop early (evaluate, save) once the loop has run this long
 
 
@@ -92,6 +96,9 @@ class Stage2Batch:
     batch: Batch
     source: str
     rates: torch.Tensor | None  # (B, T, N) event rates for the events source
+
+    def to(self, device) -> "Stage2Batch":
+        return Stage2Batch(self.batch.to(device), self.source, None if self.rates is None else self.rates.to(device))
 
 
 def lr_scale(cfg: Stage2Config, step: int) -> float:
@@ -212,7 +219,7 @@ def evaluate_stage2(model: TinyVLM, gate: GateParams, cfg: Stage2Config) -> dict
     for clips, sources in ((shapes, cfg.rgb_sources), (gest, cfg.event_sources)):
         batch = make_batch(clips, model.tokenizer, rng, model.cfg.caption_prompt, qa_prob=0.0)
         for src in sources:
-            out = sttf_forward(model, gate, cfg, Stage2Batch(batch, src, _rates(clips)))
+            out = sttf_forward(model, gate, cfg, Stage2Batch(batch, src, _rates(clips)).to(model.device))
             for k in ("lm", "token_acc", "gesture_acc", "rate", "tokens_per_frame"):
                 if k in out:
                     res[f"{src}_{k}"] = float(out[k])
@@ -225,20 +232,24 @@ def train_stage2(cfg: Stage2Config, base_ckpt: str | Path, out: str | Path, prog
 
     Not resumable (it is short): a rerun starts over from `base_ckpt`.
     """
-    out = Path(out)
+    with on_device(cfg.device) as dev:
+        return _train_stage2(cfg, base_ckpt, Path(out), progress, dev)
+
+
+def _train_stage2(cfg: Stage2Config, base_ckpt: str | Path, out: Path, progress: bool, dev: torch.device) -> dict:
     log_path = out.with_suffix(".log.jsonl")
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    model = load_checkpoint(base_ckpt)
+    model = load_checkpoint(base_ckpt).to(dev)
     base_info = read_metadata(base_ckpt)
     heads_path = Path(base_ckpt).with_suffix(".heads.safetensors")
     heads = None
     if heads_path.is_file():  # stage 1's training-only reconstruction heads keep the tokens informative
-        heads = PretrainHeads(model.cfg)
+        heads = PretrainHeads(model.cfg).to(dev)
         heads.load_state_dict({k: v for k, v in load_file(str(heads_path)).items()
                                if not k.startswith("main_gesture_head.")})  # stage 1's resume copy of its head
     init = initial_taus(model, cfg)
-    gate = GateParams(init)
+    gate = GateParams(init).to(dev)
     model.train()
     groups = _param_groups([model] + ([heads] if heads is not None else []), cfg.weight_decay)
     opt = torch.optim.AdamW(groups + [{"params": list(gate.parameters()), "weight_decay": 0.0, "lr": cfg.gate_lr}],
@@ -249,8 +260,9 @@ def train_stage2(cfg: Stage2Config, base_ckpt: str | Path, out: str | Path, prog
     with open(log_path, "w") as log, tqdm(total=cfg.steps, disable=not progress, desc="stage 2", unit="step") as bar:
         log.write(json.dumps({"kind": "init", "tau": init, "base": str(base_ckpt),
                               "recon_heads": str(heads_path) if heads is not None else None}) + "\n")
-        for step in range(cfg.steps):
-            b = batch_for_step(cfg, model, step)
+        batches = ordered_map(partial(batch_for_step, cfg, text_side(model)), range(cfg.steps), cfg.workers)
+        for step, b in zip(range(cfg.steps), batches):
+            b = b.to(dev)
             for g in opt.param_groups[:-1]:
                 g["lr"] = cfg.lr * lr_scale(cfg, step)
             res = sttf_forward(model, gate, cfg, b, heads)

@@ -18,6 +18,10 @@ saves). The run is deterministic given the config (except where `max_minutes` cu
     train_stage3(Stage3Config(), "data/weights/tinyvlm-shapes.safetensors",
                  "data/weights/anc-tinyvlm-shapes.safetensors")
     python -m workbench.training.stage3 --nostab       # the λ_stab = 0 comparison router (same recipe)
+
+Two phases (`workbench train --stage 3` runs both): a) adapters and router together, as above; b) `router_phase`:
+a fresh router alone on a)'s frozen adapters, without the decoder, its chain following its own argmax decisions
+(`explore=False`) and an oracle cross-entropy (`lam_oracle`) — the recipe that made the router refresh on motion.
 """
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ import argparse
 import json
 import math
 import time
+from functools import partial
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -43,6 +48,8 @@ from workbench.models.registry import create_model
 from workbench.models.tinyvlm import TinyVLM
 from workbench.models.visual_tokens import VisualTokens
 from workbench.training.batches import Batch, make_batch
+from workbench.training.runtime import on_device, ordered_map
+from workbench.training.stage1 import text_side
 
 
 @dataclass(frozen=True)
@@ -62,7 +69,17 @@ class Stage3Config:
     lam_stab: float = 0.1  # λ_stab
     lam_task: float = 1.0
     lam_distill: float = 1.0
-    lam_distort: float = 2.0
+    lam_distort: float = 5.0
+    # λ_oracle: cross-entropy of the router's logits to the frame's cheapest branch under λ_F·cost + λ_distort·err
+    # (*proposal*). The expected-cost terms alone vanish once the softmax saturates: the first routers learned
+    # "skip" on every frame while refreshes were frequent (1-frame-stale tokens are cheap to reuse) and never
+    # recovered when staleness grew; this term's gradient does not vanish when the router is wrong.
+    lam_oracle: float = 3.0
+    # explore: frames follow Gumbel samples (training's exploration); False: the argmax, as at inference, so the
+    # router sees the staleness its own decisions cause (with exploration refreshes are frequent, the oracle
+    # rarely says "full", and the argmax router never refreshes)
+    explore: bool = False
+    router_steps: int = 200  # phase b (`router_phase`): the router alone, afresh, on phase a's adapters
     target_mix: tuple[float, ...] = (0.55, 0.25, 0.12, 0.08)  # skip, light, medium, full (frames after the first)
     first_frame: str | None = "full"  # keyframe branch of frame 0, as `ANCConfig.first_frame` (None = routed)
     gesture_every: int = 4
@@ -70,6 +87,8 @@ class Stage3Config:
     seed: int = 0
     seed_offset: int = 5_000_000  # first train seed used (stage 1 uses the start of the train ranges)
     threads: int = 2
+    device: str = "cpu"  # "cuda": train on a GPU (see training.runtime)
+    workers: int = 0  # processes building batches ahead
     max_minutes: float | None = 24.0
     router_only: bool = False  # freeze the adapters (e.g. a second router on the same adapters)
     init: str | None = None  # start from this ANC checkpoint
@@ -120,17 +139,25 @@ def losses(model: TinyVLM, module: ANCModule, batch: Batch, cfg: Stage3Config, r
     br = {k: v.unflatten(0, (b, t_len)) for k, v in br.items()}  # each (B, T, N, D)
     state = RouterState.start(b)
     z_prev = torch.zeros_like(br["full"][:, 0])
-    zs, pis, errs, choices = [], [], [], []
+    zs, pis, errs, choices, oracle_ce = [], [], [], [], []
     for t in range(t_len):
         feats, allowed, e_ref = router_inputs(state, frames[:, t], batch.modality, model.cfg.patch_size,
                                               module.cfg.change_level)
-        y, pi = gumbel_softmax_hard(module.router(feats), cfg.temperature, allowed, gen)  # (B, K) each
-        if t == 0 and cfg.first_frame is not None:  # keyframe: fixed branch, not routed
+        logits = module.router(feats)  # (B, K)
+        y, pi = gumbel_softmax_hard(logits, cfg.temperature, allowed, gen)  # (B, K) each
+        if not cfg.explore:  # follow the inference rule (argmax), straight-through
+            y = F.one_hot(pi.argmax(-1), len(BRANCHES)).to(pi.dtype) - pi.detach() + pi
+        keyframe = t == 0 and cfg.first_frame is not None
+        if keyframe:  # keyframe: fixed branch, not routed
             y = pi = F.one_hot(torch.full((b,), BRANCHES.index(cfg.first_frame)), len(BRANCHES)).float()
         full_t = br["full"][:, t]
         cand = torch.stack([z_prev, br["light"][:, t], br["medium"][:, t], full_t], 1)  # (B, K, N, D)
         z_prev = (y[:, :, None, None] * cand).sum(1)  # (B, N, D)
-        errs.append(_rel_err(cand.detach(), full_t[:, None]))  # (B, K)
+        err_t = _rel_err(cand.detach(), full_t[:, None])  # (B, K)
+        errs.append(err_t)
+        if cfg.lam_oracle > 0 and not keyframe:  # the branch with the lowest cost + distortion at this frame
+            best = (cfg.lam_flops * rel_costs + cfg.lam_distort * err_t).masked_fill(~allowed, float("inf")).argmin(-1)
+            oracle_ce.append(F.cross_entropy(logits.masked_fill(~allowed, float("-inf")) / cfg.temperature, best))
         choice = y.detach().argmax(-1)
         advance(state, frames[:, t], choice, e_ref)
         zs.append(z_prev)
@@ -139,16 +166,19 @@ def losses(model: TinyVLM, module: ANCModule, batch: Batch, cfg: Stage3Config, r
     z = torch.stack(zs, 1)  # (B, T, N, D)
     pi = torch.stack(pis, 1)  # (B, T, K)
     err = torch.stack(errs, 1)  # (B, T, K)
-    vt = VisualTokens.dense(z)
-    visual = model.visual_embeds(vt)
-    logits, hidden = model(vt, batch.text_ids, visual)
-    sel = batch.loss_mask
-    out = {"lm": F.cross_entropy(logits[sel], batch.targets[sel])}
-    task = out["lm"]
-    if batch.labels is not None:
-        g = model.gesture_logits(vt, visual)
-        out["gesture"] = F.cross_entropy(g, batch.labels)
-        task = task + out["gesture"]
+    out = {}
+    task = z.new_zeros(())
+    if cfg.lam_task > 0:  # λ_task = 0: the router learns from the token-distortion surrogate alone (no decoder pass)
+        vt = VisualTokens.dense(z)
+        visual = model.visual_embeds(vt)
+        logits, hidden = model(vt, batch.text_ids, visual)
+        sel = batch.loss_mask
+        out["lm"] = F.cross_entropy(logits[sel], batch.targets[sel])
+        task = out["lm"]
+        if batch.labels is not None:
+            g = model.gesture_logits(vt, visual)
+            out["gesture"] = F.cross_entropy(g, batch.labels)
+            task = task + out["gesture"]
     out["task"] = task
     out["distill"] = _rel_err(br["light"], br["full"]).mean() + _rel_err(br["medium"], br["full"]).mean()
     routed = slice(1 if cfg.first_frame is not None else 0, None)  # frames the router decides
@@ -156,8 +186,9 @@ def losses(model: TinyVLM, module: ANCModule, batch: Batch, cfg: Stage3Config, r
     out["flops"] = expected_flops(pi[:, routed], rel_costs).mean()
     out["bal"] = kl_to_target(pi[:, routed].mean((0, 1)), torch.tensor(cfg.target_mix))
     out["stab"] = soft_switch_penalty(pi)  # pairs after (0, 1): leaving the keyframe branch is expected
+    out["oracle"] = torch.stack(oracle_ce).mean() if oracle_ce else task.new_zeros(())
     loss = (cfg.lam_task * task + cfg.lam_flops * out["flops"] + cfg.lam_bal * out["bal"]
-            + cfg.lam_stab * out["stab"] + cfg.lam_distort * out["distort"])
+            + cfg.lam_stab * out["stab"] + cfg.lam_distort * out["distort"] + cfg.lam_oracle * out["oracle"])
     if not cfg.router_only:
         loss = loss + cfg.lam_distill * out["distill"]
     out["loss"] = loss
@@ -177,7 +208,7 @@ def evaluate_routing(model: TinyVLM, module: ANCModule, shapes_seeds, gesture_se
     clips += [gestures.make_gesture_clip(s, n_frames=num_frames) for s in gesture_seeds]
     groups: dict[str, list] = {}
     for clip in clips:
-        frames = torch.from_numpy(clip.frames)[None]
+        frames = torch.from_numpy(clip.frames)[None].to(model.device)
         vt, stats = anc.visual_tokens(model, frames, clip.modality, clip)
         route = anc.route(model, frames, clip.modality)
         full = anc.costs(model, clip.modality)["full"] * clip.num_frames
@@ -204,18 +235,31 @@ def _load_base(base) -> TinyVLM:
     return load_checkpoint(text) if text.endswith(".safetensors") or "/" in text else create_model(text)
 
 
-def train_stage3(cfg: Stage3Config, base_ckpt, out: str | Path) -> dict:
+def router_phase(cfg: Stage3Config, adapters: str | Path) -> Stage3Config:
+    """Phase b of the shipped recipe: a fresh router trained alone (adapters frozen) on `adapters`' branches,
+    from the distortion surrogate and the oracle term without the decoder (λ_task = 0: the task gradient reaches
+    the router only through a straight-through estimate, and was noise at this scale)."""
+    return replace(cfg, steps=cfg.router_steps, init=str(adapters), router_only=True, reset_router=True,
+                   lam_task=0.0, warmup=min(cfg.warmup, cfg.router_steps // 5), eval_every=cfg.router_steps // 2)
+
+
+def train_stage3(cfg: Stage3Config, base_ckpt, out: str | Path, log_path: str | Path | None = None) -> dict:
     """Train ANC on the frozen base (a checkpoint path, a preset name or a TinyVLM) and write `out`
     (safetensors, config + provenance in the metadata) plus `out` with suffix .log.jsonl. Returns the last
     evaluation record."""
     out = Path(out)
-    log_path = out.with_suffix(".log.jsonl")
+    with on_device(cfg.device) as dev:
+        return _train_stage3(cfg, base_ckpt, out, dev, Path(log_path) if log_path else out.with_suffix(".log.jsonl"))
+
+
+def _train_stage3(cfg: Stage3Config, base_ckpt, out: Path, dev: torch.device, log_path: Path) -> dict:
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    model = _load_base(base_ckpt).eval()
+    model = _load_base(base_ckpt).to(dev).eval()
     for p in model.parameters():
         p.requires_grad_(False)
     module = load_anc(cfg.init) if cfg.init else ANCModule.for_model(model, seed=cfg.seed)
+    module = module.to(dev)
     module.check_compatible(model)
     if cfg.init and cfg.reset_router:
         with torch.random.fork_rng(devices=[]):
@@ -232,7 +276,7 @@ def train_stage3(cfg: Stage3Config, base_ckpt, out: str | Path) -> dict:
     opt = torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, weight_decay=cfg.weight_decay)
     probe = ANC(module)
     rel = {m: relative_costs(probe.costs(model, m)) for m in ("rgb", "events")}
-    gen = torch.Generator().manual_seed(cfg.seed * 7919 + 3)
+    gen = torch.Generator("cpu").manual_seed(cfg.seed * 7919 + 3)
     val_shapes = shapesworld.split_seeds("val", cfg.eval_clips)
     val_gest = gestures.gesture_split_seeds("val", max(1, cfg.eval_clips // 4))
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -241,8 +285,9 @@ def train_stage3(cfg: Stage3Config, base_ckpt, out: str | Path) -> dict:
     base_name = str(base_ckpt) if not isinstance(base_ckpt, TinyVLM) else model.cfg.name
     with open(log_path, "w") as log, tqdm(total=cfg.steps, disable=not cfg.progress, desc="stage 3",
                                           unit="step") as bar:
-        for step in range(cfg.steps):
-            batch = batch_for_step(cfg, model, step)
+        batches = ordered_map(partial(batch_for_step, cfg, text_side(model)), range(cfg.steps), cfg.workers)
+        for step, batch in zip(range(cfg.steps), batches):
+            batch = batch.to(dev)
             for g in opt.param_groups:
                 g["lr"] = lr_at(cfg, step) * g["base_lr"] / cfg.lr
             res = losses(model, module, batch, cfg, rel[batch.modality], gen)
@@ -253,7 +298,7 @@ def train_stage3(cfg: Stage3Config, base_ckpt, out: str | Path) -> dict:
             bar.update(1)
             bar.set_postfix(loss=f"{res['loss'].item():.3f}", cost=f"{res['hard_cost']:.2f}")
             row = {"kind": "train", "step": step, "modality": batch.modality, "lr": lr_at(cfg, step),
-                   **{k: float(res[k].detach()) for k in ("loss", "task", "distill", "distort", "flops", "bal", "stab")},
+                   **{k: float(res[k].detach()) for k in ("loss", "task", "distill", "distort", "flops", "bal", "stab", "oracle")},
                    "mix": res["mix"], "hard_cost": res["hard_cost"]}
             log.write(json.dumps(row) + "\n")
             over = cfg.max_minutes is not None and time.perf_counter() - t_start > cfg.max_minutes * 60
@@ -288,15 +333,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--router-only", action="store_true", help="train only the router (adapters frozen)")
     p.add_argument("--init", default=None, help="start from this ANC checkpoint")
     p.add_argument("--max-minutes", type=float, default=24.0)
+    p.add_argument("--router-phase-only", action="store_true",
+                   help="only phase b: a fresh router on the adapters of --out (or --init)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--workers", type=int, default=0)
     args = p.parse_args(argv)
-    cfg = Stage3Config(max_minutes=args.max_minutes, router_only=args.router_only, init=args.init)
+    cfg = Stage3Config(max_minutes=args.max_minutes, router_only=args.router_only, init=args.init,
+                       device=args.device, workers=args.workers)
     if args.steps is not None:
         cfg = replace(cfg, steps=args.steps)
     if args.nostab:
         cfg = replace(cfg, lam_stab=0.0)
     name = _load_base(args.base).cfg.name
     out = args.out or str(weights_dir() / f"anc{'-nostab' if args.nostab else ''}-{name}.safetensors")
-    rec = train_stage3(cfg, args.base, out)
+    if not args.router_phase_only:  # phase a: adapters + router, with the decoder's task loss
+        train_stage3(cfg, args.base, out)
+    adapters = args.init if args.router_phase_only and args.init else out
+    rec = train_stage3(router_phase(cfg, adapters), args.base, out, Path(out).with_suffix(".router.log.jsonl"))
     print(json.dumps(rec, indent=2))
     return 0
 

@@ -141,7 +141,9 @@ def gumbel_softmax_hard(logits: torch.Tensor, temperature: float, allowed: torch
     >>> y.sum(-1).tolist(), sorted(set(y.flatten().tolist()))
     ([1.0, 1.0, 1.0, 1.0, 1.0], [0.0, 1.0])
     """
-    u = torch.rand(logits.shape, generator=generator, dtype=logits.dtype).clamp(1e-9, 1 - 1e-9)
+    dev = generator.device if generator is not None else logits.device  # CPU generator: same draws on any device
+    u = torch.rand(logits.shape, generator=generator, dtype=logits.dtype, device=dev).to(logits.device)
+    u = u.clamp(1e-9, 1 - 1e-9)
     g = -torch.log(-torch.log(u))
     soft = masked_softmax(logits + g, temperature, allowed)
     hard = F.one_hot(soft.argmax(-1), logits.shape[-1]).to(soft.dtype)
