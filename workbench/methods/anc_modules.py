@@ -31,8 +31,8 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 from torch import nn
 
 from workbench.errors import CheckpointError
@@ -40,6 +40,7 @@ from workbench.eval.flops import block_flops, encoder_flops
 from workbench.methods.ops.routing import feature_names
 from workbench.models.config import TinyVLMConfig
 from workbench.models.encoder import MODALITY_CHANNELS, patchify
+from workbench.models.io import read_module_metadata, write_module
 from workbench.models.tinyvlm import TinyVLM
 
 BRANCHES: tuple[str, ...] = ("skip", "light", "medium", "full")
@@ -164,27 +165,12 @@ def save_anc(module: ANCModule, path: str | os.PathLike, info: dict | None = Non
     >>> save_anc(m, p, {"steps": 0}); load_anc(p).cfg == m.cfg
     True
     """
-    meta = {"format": FORMAT, "config": module.cfg.to_json(), "info": json.dumps(info or {}, sort_keys=True)}
-    state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    save_file(state, str(tmp), metadata=meta)
-    os.replace(tmp, path)
+    write_module(module, module.cfg.to_json(), FORMAT, path, info)
 
 
 def read_anc_metadata(path: str | os.PathLike) -> dict:
     """The file's `info` dict plus `config` (a dict), without loading tensors."""
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-    except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from e
-    if meta.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not an ANC checkpoint (format {meta.get('format')!r}, want {FORMAT!r})")
-    info = json.loads(meta.get("info", "{}"))
-    info["config"] = json.loads(meta["config"])
-    return info
+    return read_module_metadata(path, FORMAT, "an ANC checkpoint", "file")
 
 
 def load_anc(path: str | os.PathLike) -> ANCModule:

@@ -17,6 +17,7 @@ import json
 import os
 from pathlib import Path
 
+import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
@@ -29,8 +30,15 @@ FORMAT = "workbench-tinyvlm/1"
 
 def save_checkpoint(model: TinyVLM, path: str | os.PathLike, info: dict | None = None) -> None:
     """Write weights + config + `info` (JSON-serialisable provenance: data, steps, metrics) atomically."""
-    meta = {"format": FORMAT, "config": model.cfg.to_json(), "info": json.dumps(info or {}, sort_keys=True)}
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    write_module(model, model.cfg.to_json(), FORMAT, path, info)
+
+
+def write_module(module: torch.nn.Module, config_json: str, fmt: str, path: str | os.PathLike,
+                 info: dict | None = None) -> None:
+    """Write `module`'s weights (on CPU) with {format, config, info} metadata, atomically (temp file + rename).
+    Shared by TinyVLM checkpoints and ANC modules."""
+    meta = {"format": fmt, "config": config_json, "info": json.dumps(info or {}, sort_keys=True)}
+    state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
@@ -38,18 +46,24 @@ def save_checkpoint(model: TinyVLM, path: str | os.PathLike, info: dict | None =
     os.replace(tmp, path)
 
 
-def read_metadata(path: str | os.PathLike) -> dict:
-    """The checkpoint's `info` dict plus `config` (a dict), without loading tensors."""
+def read_module_metadata(path: str | os.PathLike, fmt: str, what: str, unreadable: str) -> dict:
+    """The `info` dict plus `config` (a dict) of a file written by `write_module` in format `fmt`, without
+    loading tensors; CheckpointError naming `unreadable` / `what` otherwise."""
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
     except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"{path}: not a readable safetensors checkpoint ({e})") from e
-    if meta.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not a TinyVLM checkpoint (format {meta.get('format')!r}, want {FORMAT!r})")
+        raise CheckpointError(f"{path}: not a readable safetensors {unreadable} ({e})") from e
+    if meta.get("format") != fmt:
+        raise CheckpointError(f"{path}: not {what} (format {meta.get('format')!r}, want {fmt!r})")
     info = json.loads(meta.get("info", "{}"))
     info["config"] = json.loads(meta["config"])
     return info
+
+
+def read_metadata(path: str | os.PathLike) -> dict:
+    """The checkpoint's `info` dict plus `config` (a dict), without loading tensors."""
+    return read_module_metadata(path, FORMAT, "a TinyVLM checkpoint", "checkpoint")
 
 
 def load_checkpoint(path: str | os.PathLike) -> TinyVLM:

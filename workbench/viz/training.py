@@ -155,14 +155,19 @@ def loss_curves(log: pl.DataFrame, x: str = "step", train: str = "loss", smooth:
                 y = y.rolling_mean(smooth, min_samples=1, center=True)
             fig.add_trace(go.Scatter(x=tr[x].to_list(), y=y.to_list(), mode="lines",
                                      name=_name(run, f"train {train}", multi)))
-        ev = part.filter((pl.col("kind") == "eval") & pl.col(x).is_not_null())
-        for m in metrics:
-            e = ev.filter(pl.col(m).is_not_null())
-            if e.height:
-                fig.add_trace(go.Scatter(x=e[x].to_list(), y=e[m].to_list(), mode="lines+markers",
-                                         name=_name(run, m, multi)))
+        _add_eval_traces(fig, part, x, metrics, run, multi)
     fig.update_layout(title=title, xaxis_title=x, yaxis_title="loss", template="plotly_white")
     return fig
+
+
+def _add_eval_traces(fig: go.Figure, part: pl.DataFrame, x: str, metrics: list[str], run, multi: bool) -> None:
+    """One lines+markers trace per eval metric of one run's log rows."""
+    ev = part.filter((pl.col("kind") == "eval") & pl.col(x).is_not_null())
+    for m in metrics:
+        e = ev.filter(pl.col(m).is_not_null())
+        if e.height:
+            fig.add_trace(go.Scatter(x=e[x].to_list(), y=e[m].to_list(), mode="lines+markers",
+                                     name=_name(run, m, multi)))
 
 
 def accuracy_curves(log: pl.DataFrame, x: str = "epoch", metrics: list[str] | None = None,
@@ -178,12 +183,7 @@ def accuracy_curves(log: pl.DataFrame, x: str = "epoch", metrics: list[str] | No
     multi = len(runs) > 1
     for run in runs:
         part = log if run is None else log.filter(pl.col("run") == run)
-        ev = part.filter((pl.col("kind") == "eval") & pl.col(x).is_not_null())
-        for m in metrics:
-            e = ev.filter(pl.col(m).is_not_null())
-            if e.height:
-                fig.add_trace(go.Scatter(x=e[x].to_list(), y=e[m].to_list(), mode="lines+markers",
-                                         name=_name(run, m, multi)))
+        _add_eval_traces(fig, part, x, metrics, run, multi)
     fig.update_layout(title=title, xaxis_title=x, yaxis_title="accuracy", yaxis_range=[0, 1],
                       template="plotly_white")
     return fig
