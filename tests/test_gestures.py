@@ -60,7 +60,7 @@ def test_dataset_is_labelled_as_an_analog():
 @pytest.mark.parametrize("a, b, r", [((40.3, 64.7), (40.3, 64.7), 10.0), ((20.2, 30.0), (90.6, 75.1), 4.0),
                                      ((64.0, 10.0), (64.0, 110.0), 3.3), ((10.5, 50.0), (100.5, 50.0), 2.5)])
 def test_rasteriser_covers_the_capsule_area(a, b, r):
-    from workbench.data.gestures import _rasterise
+    from workbench.data.gesture_body import _rasterise
     pa, pb = np.array(a, float)[None, None], np.array(b, float)[None, None]  # (N=1, S=1, 2)
     cov = _rasterise(pa, pb, np.array([r]), np.ones((1, 1), bool), 128, supersample=4)[:, 0, 0]  # (u, v)
     area = np.pi * r * r + 2 * r * np.hypot(*(pb - pa).ravel())

@@ -1,5 +1,5 @@
 """Stage-1 training smoke run on a tiny config: loss goes down, checkpoints load, resume is exact, the gesture
-head phase runs and only touches the gesture head."""
+head phase (b) only touches the gesture head, the decoder phase (c) only the language side."""
 from __future__ import annotations
 
 import json
@@ -10,13 +10,15 @@ import torch
 
 from workbench.models.config import TinyVLMConfig
 from workbench.models.io import load_checkpoint, read_metadata
+from workbench.training.decoder_fit import DecoderFitConfig
 from workbench.training.gesture_fit import GestureFitConfig
 from workbench.training.stage1 import Stage1Config, train_stage1
 
 TINY = TinyVLMConfig(enc_dim=32, enc_depth=1, enc_heads=2, dec_dim=32, dec_depth=1, dec_heads=2)
 CFG = Stage1Config(steps=8, stop_after=None, batch_size=2, lr=3e-3, warmup=2, text_warmup_steps=2, curriculum_steps=2,
                    gesture_every=2, eval_every=4, eval_clips=2, threads=1, model=TINY,
-                   gesture_fit=GestureFitConfig(clips=8, steps=6, batch_size=4, eval_clips=4))
+                   gesture_fit=GestureFitConfig(clips=8, steps=6, batch_size=4, eval_clips=4),
+                   decoder_fit=DecoderFitConfig(steps=4, eval_every=2, lr=3e-3, warmup=1))
 
 
 @pytest.fixture(scope="module")
@@ -30,11 +32,12 @@ def test_smoke_run_writes_a_loadable_checkpoint_and_log(trained):
     out, record = trained
     model = load_checkpoint(out)
     info = read_metadata(out)
-    assert info["steps"] == CFG.steps and "gesture_fit" in info
+    assert info["steps"] == CFG.steps and "gesture_fit" in info and "decoder_fit" in info
     assert 0.0 <= info["gesture_fit"]["val_acc_dense"] <= 1.0
     log = [json.loads(line) for line in out.with_suffix(".log.jsonl").read_text().splitlines()]
     kinds = {r["kind"] for r in log}
-    assert {"train", "eval", "gesture_fit", "gesture_fit_eval"} <= kinds
+    assert {"train", "eval", "gesture_fit", "gesture_fit_eval", "decoder_fit", "decoder_fit_eval"} <= kinds
+    assert [r["step"] for r in log if r["kind"] == "decoder_fit_eval"] == [2, 4]
     train = [r for r in log if r["kind"] == "train"]
     assert all(torch.isfinite(torch.tensor(r["loss"])) for r in train)
     evals = [r for r in log if r["kind"] == "eval"]
@@ -87,3 +90,25 @@ def test_worker_processes_change_nothing_but_speed(trained, tmp_path):
     train_stage1(replace(CFG, workers=2), par, resume=False, progress=False)
     sa, sb = load_checkpoint(out).state_dict(), load_checkpoint(par).state_dict()
     assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_decoder_fit_touches_only_the_language_side(trained):
+    """Phase c: encoder (weights and running norms) and gesture head bit-identical; projector and decoder move."""
+    out, _ = trained
+    main = load_checkpoint(out.with_suffix(".main.safetensors")).state_dict()  # the main loop's model
+    final = load_checkpoint(out).state_dict()
+    frozen = [k for k in final if k.startswith(("encoder.", "gesture_head."))]
+    assert any(k.endswith("running_mean") for k in frozen)
+    assert all(torch.equal(main[k], final[k]) for k in frozen if not k.startswith("gesture_head."))
+    assert not torch.equal(main["projector.weight"], final["projector.weight"])
+    assert not torch.equal(main["decoder.blocks.0.attn.qkv_proj.weight"], final["decoder.blocks.0.attn.qkv_proj.weight"])
+
+
+def test_resume_after_phase_c_without_the_main_loop_copy_refuses(trained, tmp_path):
+    import shutil
+    from workbench.errors import CheckpointError
+    out, _ = trained
+    for suffix in (".safetensors", ".optim.safetensors", ".heads.safetensors"):
+        shutil.copy(out.with_suffix(suffix), (tmp_path / "c").with_suffix(suffix))
+    with pytest.raises(CheckpointError, match="phase c"):
+        train_stage1(replace(CFG, steps=12), tmp_path / "c.safetensors", resume=True, progress=False)

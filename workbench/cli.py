@@ -118,7 +118,8 @@ def cmd_train(args) -> int:
                (["--steps", str(args.steps)] if args.steps else []) + (["--nostab"] if args.nostab else []) + \
                (["--device", args.device] if args.device else []) + (["--workers", str(args.workers)] if args.workers else [])
         return stage3_main(argv)
-    print(json.dumps({k: v for k, v in rec.items() if "acc" in k or "loss" in k}, indent=2))
+    last = (rec.get("decoder_fit") or {}).get("last_eval") or rec  # stage 1: the last phase's val metrics
+    print(json.dumps({k: v for k, v in last.items() if "acc" in k or "loss" in k}, indent=2))
     print(f"checkpoint written to {out}")
     return 0
 
@@ -165,7 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="reproduce the shipped weights (stage 1 pre-training, 2 STTF, 3 ANC)")
     t.add_argument("--stage", type=int, choices=(1, 2, 3), default=1,
-                   help="1: compression-aware pre-training (tinyvlm-shapes); 2: STTF fine-tune "
+                   help="1: compression-aware pre-training (tinyvlm-shapes: main loop, phase b gesture head, "
+                        "phase c language side on the frozen encoder); 2: STTF fine-tune "
                         "(tinyvlm-shapes-sttf); 3: ANC router + branches (anc-tinyvlm-shapes)")
     t.add_argument("--nostab", action="store_true", help="stage 3: the unregularised comparison router (λ_stab = 0)")
     t.add_argument("--steps", type=int)

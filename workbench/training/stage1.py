@@ -32,6 +32,7 @@ from workbench.models.tinyvlm import TinyVLM
 from workbench.models.visual_tokens import VisualTokens
 from workbench.training.augment import AugmentConfig, training_tokens
 from workbench.training.batches import Batch, make_batch
+from workbench.training.decoder_fit import DecoderFitConfig, fit_decoder
 from workbench.training.gesture_fit import GestureFitConfig, fit_gesture_head
 from workbench.training.runtime import on_device, ordered_map
 from workbench.training.vocab import build_vocabulary
@@ -63,6 +64,7 @@ class Stage1Config:
     workers: int = 0  # processes building batches ahead (0: in the training process)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     gesture_fit: GestureFitConfig = field(default_factory=GestureFitConfig)  # phase b, after the main loop
+    decoder_fit: DecoderFitConfig = field(default_factory=DecoderFitConfig)  # phase c: language side, frozen encoder
     model: TinyVLMConfig = field(default_factory=TinyVLMConfig)
 
 
@@ -248,6 +250,9 @@ def train_stage1(cfg: Stage1Config, out: str | Path, resume: bool = True, progre
 def _train_stage1(cfg: Stage1Config, out: Path, resume: bool, progress: bool, dev: torch.device) -> dict:
     optim_path, log_path = out.with_suffix(".optim.safetensors"), out.with_suffix(".log.jsonl")
     heads_path = out.with_suffix(".heads.safetensors")
+    # the main loop's own model, saved with its optimizer state (local, not shipped): phase c later fine-tunes
+    # the language side of `out`, so a resumed main loop must start from this copy
+    trunk_path = out.with_suffix(".main.safetensors")
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -258,7 +263,10 @@ def _train_stage1(cfg: Stage1Config, out: Path, resume: bool, progress: bool, de
         model = _load_trunk(out).to(dev)
         start = end
     elif resume and out.is_file() and optim_path.is_file() and heads_path.is_file():
-        model = load_checkpoint(out).to(dev).train()
+        if "decoder_fit" in read_metadata(out) and not trunk_path.is_file():
+            raise CheckpointError(f"{out}: cannot resume the main loop: phase c has fine-tuned this checkpoint's "
+                                  f"language side and the main loop's own copy ({trunk_path.name}) is missing")
+        model = load_checkpoint(trunk_path if trunk_path.is_file() else out).to(dev).train()
         heads = PretrainHeads(model.cfg).to(dev)
         saved = load_file(str(heads_path))
         main_head = {k.split(".", 1)[1]: v for k, v in saved.items() if k.startswith("main_gesture_head.")}
@@ -312,20 +320,39 @@ def _train_stage1(cfg: Stage1Config, out: Path, resume: bool, progress: bool, de
                 log.flush()
                 info = {"stage": 1, "steps": step + 1, "train_config": _jsonable(asdict(cfg)), "last_eval": record}
                 save_checkpoint(model, out, info)
+                save_checkpoint(model, trunk_path, info)
                 aux = {k: v.contiguous().cpu() for k, v in heads.state_dict().items()}
                 aux |= {f"main_gesture_head.{k}": v.contiguous().cpu() for k, v in model.gesture_head.state_dict().items()}
                 save_file(aux, str(heads_path))
                 _save_optimizer(opt, optim_path, step + 1)
         info = read_metadata(out)
+
+        def write(rec):
+            log.write(json.dumps(_jsonable(rec)) + "\n")
+            log.flush()
         if "gesture_fit" not in info:
-            def write(rec):
-                log.write(json.dumps(_jsonable(rec)) + "\n")
-                log.flush()
             fit = fit_gesture_head(model, cfg.gesture_fit, progress, write, workers=cfg.workers)
             info = {k: v for k, v in info.items() if k != "config"} | {"gesture_fit": _jsonable(fit)}
             save_checkpoint(model, out, info)
             record = {**info.get("last_eval", {}), "gesture_fit": fit}
+        if "decoder_fit" not in info:
+            heads = _load_heads(heads_path, model, dev)
+            val = {k: b.to(dev) for k, b in _val_batches(cfg, model).items()}
+            fit = fit_decoder(model, cfg.decoder_fit, cfg, heads, val, progress, write, workers=cfg.workers)
+            info = {k: v for k, v in info.items() if k != "config"} | {"decoder_fit": _jsonable(fit)}
+            save_checkpoint(model, out, info)
+            record = {**info.get("last_eval", {}), "gesture_fit": info.get("gesture_fit"), "decoder_fit": fit}
     return record
+
+
+def _load_heads(path: Path, model: TinyVLM, dev: torch.device) -> PretrainHeads | None:
+    """Stage 1's training-only heads (None when the file is absent: phase c then trains without the concept loss)."""
+    if not path.is_file():
+        return None
+    heads = PretrainHeads(model.cfg).to(dev)
+    saved = load_file(str(path))
+    heads.load_state_dict({k: v for k, v in saved.items() if not k.startswith("main_gesture_head.")})
+    return heads
 
 
 def _load_trunk(path: Path) -> TinyVLM:
