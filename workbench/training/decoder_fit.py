@@ -5,7 +5,8 @@ learning rate (7.5e-5), and its captions described objects as the training prior
 60 val clips): 300 more steps of the language side alone at 5e-4 on the frozen encoder took CIDEr 0.42 → 0.67,
 while a resampler of 16 summary tokens in front of the decoder did worse at equal steps (0.58). The visual
 information was there; the decoder was under-trained. Freezing the encoder keeps everything that reads
-encoder tokens valid — the gesture head (phase b), STTF's caches and thresholds, ANC's adapters and router.
+encoder tokens valid — the gesture head (phase b), STTF's caches and thresholds, ANC's adapters and router
+(valid, not equally good: a decoder that reads objects pays for ANC's whole-frame reuse — see README).
 
 What trains: projector, spatial/temporal/text position embeddings, the sink and the decoder (plus the
 training-only concept head when stage 1's `.heads.safetensors` is beside the checkpoint). The encoder runs in
@@ -13,7 +14,9 @@ eval mode (its running norms are frozen too) and without gradient. Batches are s
 captions + QA, every `gesture_every`-th a gesture batch) taken `data_offset` steps into its seed streams, so no
 clip of stage 1, stage 2, phase b, val or test is seen. Token sets are compressed as in stage 1 (STTF-fused at
 a random threshold or a random subset): a fused run with proportional attention stands for its dense tokens
-(stage 1's val loss is identical dense and fused), and a few hundred tokens make a step ~5× cheaper than 3 136.
+(stage 1's val loss is identical dense and fused), and a few hundred tokens keep a step at ≈ 1.3 s on 2 cores.
+The shipped run (3 000 steps, 80 min): shapes val loss 1.089 → 0.914; test CIDEr 0.403 → 1.374, BLEU-4 0.264 →
+0.371 (README model card).
 """
 from __future__ import annotations
 
