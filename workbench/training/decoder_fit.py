@@ -75,13 +75,10 @@ def fit_decoder(model: TinyVLM, cfg: DecoderFitConfig, stage1, heads=None, val: 
     ids = {id(p) for p in train}
     for p in model.parameters():
         p.requires_grad_(id(p) in ids)
-    modules = [model] + ([heads.concepts] if heads is not None else [])
+    modules = [model] + ([heads.concepts] if heads is not None else [])  # not heads.recon: recon_weight is 0
     groups = [{**g, "params": [p for p in g["params"] if p.requires_grad]}
               for g in _param_groups(modules, cfg.weight_decay)]
     opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98))
-    if heads is not None:  # only the concept head trains; the reconstruction head reads the frozen encoder
-        for p in heads.recon.parameters():
-            p.requires_grad_(False)
     model.train()
     model.encoder.eval()
     s1 = replace(stage1, augment=cfg.augment)

@@ -167,8 +167,9 @@ def losses(model: TinyVLM, batch: Batch, mode: str, knob: float, gen: torch.Gene
         out["gesture"] = F.cross_entropy(g, batch.labels)
         out["gesture_acc"] = (g.argmax(-1) == batch.labels).float().mean()
     out["loss"] = lm + out.get("gesture", 0.0)
-    if heads is not None:
-        out["recon"] = heads.recon_loss(enc, frames, batch.modality, model.cfg.patch_size)
+    if heads is not None:  # recon_weight 0 (phase c, frozen encoder): the reconstruction is not computed at all
+        out["recon"] = (heads.recon_loss(enc, frames, batch.modality, model.cfg.patch_size) if recon_weight
+                        else lm.new_zeros(()))
         out["loss"] = out["loss"] + recon_weight * out["recon"]
         if batch.concepts is not None:
             c = heads.concepts(visual, vt.attn_key_bias())
@@ -267,12 +268,9 @@ def _train_stage1(cfg: Stage1Config, out: Path, resume: bool, progress: bool, de
             raise CheckpointError(f"{out}: cannot resume the main loop: phase c has fine-tuned this checkpoint's "
                                   f"language side and the main loop's own copy ({trunk_path.name}) is missing")
         model = load_checkpoint(trunk_path if trunk_path.is_file() else out).to(dev).train()
-        heads = PretrainHeads(model.cfg).to(dev)
-        saved = load_file(str(heads_path))
-        main_head = {k.split(".", 1)[1]: v for k, v in saved.items() if k.startswith("main_gesture_head.")}
+        heads, main_head = _read_heads(heads_path, model, dev)
         if main_head:  # the head as the main loop left it (phase b may have refit the checkpoint's head)
             model.gesture_head.load_state_dict(main_head)
-        heads.load_state_dict({k: v for k, v in saved.items() if not k.startswith("main_gesture_head.")})
         opt = torch.optim.AdamW(_param_groups([model, heads], cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.98))
         _load_optimizer(opt, optim_path)
         from safetensors import safe_open
@@ -336,7 +334,8 @@ def _train_stage1(cfg: Stage1Config, out: Path, resume: bool, progress: bool, de
             save_checkpoint(model, out, info)
             record = {**info.get("last_eval", {}), "gesture_fit": fit}
         if "decoder_fit" not in info:
-            heads = _load_heads(heads_path, model, dev)
+            # phase c trains the concept head too when the training-only heads exist (else without that loss)
+            heads = _read_heads(heads_path, model, dev)[0] if heads_path.is_file() else None
             val = {k: b.to(dev) for k, b in _val_batches(cfg, model).items()}
             fit = fit_decoder(model, cfg.decoder_fit, cfg, heads, val, progress, write, workers=cfg.workers)
             info = {k: v for k, v in info.items() if k != "config"} | {"decoder_fit": _jsonable(fit)}
@@ -345,14 +344,13 @@ def _train_stage1(cfg: Stage1Config, out: Path, resume: bool, progress: bool, de
     return record
 
 
-def _load_heads(path: Path, model: TinyVLM, dev: torch.device) -> PretrainHeads | None:
-    """Stage 1's training-only heads (None when the file is absent: phase c then trains without the concept loss)."""
-    if not path.is_file():
-        return None
-    heads = PretrainHeads(model.cfg).to(dev)
+def _read_heads(path: Path, model: TinyVLM, dev: torch.device) -> tuple[PretrainHeads, dict]:
+    """Stage 1's training-only heads from `path`, and the gesture head's state as the main loop left it (saved
+    beside them as `main_gesture_head.*`; empty in files written before that copy existed)."""
     saved = load_file(str(path))
+    heads = PretrainHeads(model.cfg).to(dev)
     heads.load_state_dict({k: v for k, v in saved.items() if not k.startswith("main_gesture_head.")})
-    return heads
+    return heads, {k.split(".", 1)[1]: v for k, v in saved.items() if k.startswith("main_gesture_head.")}
 
 
 def _load_trunk(path: Path) -> TinyVLM:
