@@ -1,0 +1,42 @@
+"""The `workbench` command: one module per subcommand (`caption`, `eval`, `train`, `app`, `models`).
+
+    workbench caption clip.mp4                 # a video (any container ffmpeg reads)
+    workbench caption recording.aedat4         # an event file (format sniffed from content)
+    workbench caption shapes:7                 # a ShapesWorld seed (or gesture:3)
+    workbench eval --limit 100                 # BLEU/METEOR/ROUGE-L/CIDEr + gesture accuracy → JSON + Parquet
+    workbench train                            # reproduce the shipped weights (stage 1)
+    workbench app                              # the Gradio dashboard
+
+Each subcommand module has `add_parser(subparsers)`, which registers its arguments and sets `func`. Bad inputs
+print one clear line and exit with status 2 (a missing or broken checkpoint: status 3).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import workbench  # noqa: F401  (offline environment first)
+from workbench.errors import CheckpointError, InputError
+
+SUBCOMMANDS = ("caption", "eval", "train", "app", "models")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from workbench.cli import app, caption, evaluate, train
+    p = argparse.ArgumentParser(prog="workbench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="{" + ",".join(SUBCOMMANDS) + "}")
+    for module in (caption, evaluate, train, app):
+        module.add_parser(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except CheckpointError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 3
