@@ -95,7 +95,7 @@ def domain_seeds(domain: str, role: str, n: int, offset: int = 0) -> range:
     across domains.
 
         >>> domain_seeds("night", "stream", 2)
-        range(7000000, 7000002)
+        range(7100000, 7100002)
     """
     if role not in ROLES:
         raise InputError("role", f"must be one of {ROLES}, not {role!r}")
