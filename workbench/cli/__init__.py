@@ -31,7 +31,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    from workbench.cli.validate import check_args
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    check_args(parser, args)  # every knob of every subcommand, before any work: exit 2 with one line
     try:
         return args.func(args)
     except InputError as e:

@@ -110,12 +110,17 @@ def events_to_clip(stream: EventStream, window: EventWindow = EventWindow(), sam
 
 
 def load_clip(source: str | int | os.PathLike, n_frames: int = 16, start_s: float = 0.0,
-              duration_s: float | None = None, fps: float | None = None) -> Clip:
+              duration_s: float | None = None, fps: float | None = None, fit: str = "crop") -> Clip:
     """Load any supported input as a Clip (see module docstring). Raises `InputError` subclasses on bad input.
 
     duration_s: for videos the window (None = whole video, sampled); for events None means the default 2 s
-    window the reference model was trained on.
+    window the reference model was trained on. fit: how a non-square picture or sensor meets the square
+    model input — "crop" (centre square), "pad" (letterbox) or "stretch" (squash); the clip's
+    `meta["notes"]` says which was applied when the input is not square.
     """
+    from workbench.data.video_fit import FITS
+    if fit not in FITS:
+        raise InputError("fit", f"must be one of {', '.join(FITS)}, not {fit!r}")
     from workbench.data import gestures, shapesworld
     m = _SEED.match(str(source).strip()) if not isinstance(source, os.PathLike) else None
     if m:
@@ -133,8 +138,14 @@ def load_clip(source: str | int | os.PathLike, n_frames: int = 16, start_s: floa
         sniff_format(path)
     except UnsupportedFormatError:
         from workbench.data.video import VideoSampling, read_video
-        sampling = VideoSampling(n_frames=None if fps else n_frames, fps=fps, start_s=start_s, duration_s=duration_s)
+        sampling = VideoSampling(n_frames=None if fps else n_frames, fps=fps, start_s=start_s, duration_s=duration_s,
+                                 fit=fit)
         return read_video(path, sampling)
     stream = read_events(path)
-    window = EventWindow(n_frames=n_frames, start_s=start_s, duration_s=2.0 if duration_s is None else duration_s)
-    return events_to_clip(stream, window)
+    window = EventWindow(n_frames=n_frames, start_s=start_s, duration_s=2.0 if duration_s is None else duration_s,
+                         fit=fit)
+    clip = events_to_clip(stream, window)
+    from workbench.data.video_fit import aspect_note
+    clip.meta["notes"] = [n for n in (aspect_note(*stream.sensor_size, fit, what="sensor"),) if n]
+    clip.meta["fit"] = fit
+    return clip

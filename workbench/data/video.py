@@ -26,13 +26,12 @@ import math
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
 
 import av
 import numpy as np
-from PIL import Image
 
 from workbench.data.clip import IMAGE_SIZE, Clip
+from workbench.data.video_fit import Fit, aspect_note, fit_frame as _fit_frame
 from workbench.data.video_write import write_video  # noqa: F401 (re-exported)
 from workbench.errors import (CorruptFileError, EmptyInputError, InputError, InputTooLargeError,
                               UnsupportedFormatError)
@@ -46,8 +45,6 @@ _SEEK_MARGIN_S = 0.5  # seek to a keyframe at least this far before the target (
 _MIN_SEEK_GAIN_S = 0.2  # don't seek unless it skips at least this much video
 _BLIND_SEEK_S = 5.0  # without a keyframe index, seek only to a window starting later than this
 _TRUNCATION_SLACK = (1.0, 0.1)  # an early end beyond max(1 s, 10 % of the window) means a truncated stream
-
-Fit = Literal["crop", "pad", "stretch"]
 
 # the first bytes of common containers: a file that starts like one of them but fails to open is corrupt,
 # anything else is simply not a video format we read
@@ -231,7 +228,8 @@ def _read(src: Path, sampling: VideoSampling) -> Clip:
                 frame_times_us=np.round(edges * 1e6).astype(np.int64),
                 meta={"source": str(src), "container": fmt_name, "codec": codec_name,
                       "width": width, "height": height, "fps": native_fps, "duration_s": duration,
-                      "n_decoded": n_decoded, "sampling": asdict(sampling)})
+                      "n_decoded": n_decoded, "sampling": asdict(sampling), "fit": sampling.fit,
+                      "notes": [n for n in (aspect_note(width, height, sampling.fit),) if n]})
 
 
 def _check_resolution(src: Path, width: int, height: int) -> None:
@@ -380,37 +378,3 @@ def _blind_seek(container, stream, target: float, origin: float, src: Path) -> b
     except (av.error.FFmpegError, OSError, ValueError, IndexError, StopIteration):
         return False
     return True
-
-
-def _fit_frame(frame, fit: Fit, size: int, sar: float) -> np.ndarray:
-    """One decoded frame → float32 (3, size, size) in [0, 1]: rotate per display matrix, crop/pad/stretch."""
-    rgb = frame.to_ndarray(format="rgb24")  # (H, W, 3) uint8
-    quarter = int(round((frame.rotation or 0) / 90.0)) % 4
-    if quarter:
-        rgb = np.rot90(rgb, quarter)  # counter-clockwise, as the display matrix says
-        sar = 1.0 / sar if quarter % 2 else sar
-    h, w = rgb.shape[:2]
-    disp_w = w * sar  # width in square display pixels
-    if fit == "crop":
-        if disp_w >= h:
-            ch, cw = h, max(1, min(w, round(h / sar)))
-        else:
-            ch, cw = max(1, min(h, round(disp_w))), w
-        y0, x0 = (h - ch) // 2, (w - cw) // 2
-        rgb = rgb[y0:y0 + ch, x0:x0 + cw]  # (ch, cw, 3)
-        out_hw = (size, size)
-    elif fit == "pad":
-        scale = size / max(disp_w, h)
-        out_hw = (max(1, min(size, round(h * scale))), max(1, min(size, round(disp_w * scale))))
-    else:
-        out_hw = (size, size)
-    # Pillow's bilinear resize is antialiased (the filter widens with the scale factor, like
-    # torch's interpolate(antialias=True)) and ~30× faster here than torch competing with decoder threads
-    img = Image.fromarray(np.ascontiguousarray(rgb)).resize((out_hw[1], out_hw[0]), Image.BILINEAR)
-    x = np.asarray(img, dtype=np.float32).transpose(2, 0, 1) / np.float32(255.0)  # (3, h, w)
-    if fit != "pad":
-        return np.ascontiguousarray(x)
-    out = np.zeros((3, size, size), np.float32)
-    y0, x0 = (size - out_hw[0]) // 2, (size - out_hw[1]) // 2
-    out[:, y0:y0 + out_hw[0], x0:x0 + out_hw[1]] = x
-    return out

@@ -45,7 +45,8 @@ from workbench.models.visual_tokens import VisualTokens
 from workbench.pipeline import FrameStats, attach
 from workbench.trace import active_recorder
 
-__all__ = ["ANCConfig", "ANC", "RouterState", "Route", "apply", "shipped_path", "route_clip", "relative_costs",
+__all__ = ["ANCConfig", "ANC", "RouterState", "Route", "RouteStep", "apply", "shipped_path", "route_clip", "route_frame",
+           "relative_costs",
            "BRANCHES", "BranchCache", "run_branch"]  # the last two re-exported for STTF+ANC combined mode
 
 
@@ -149,6 +150,49 @@ def relative_costs(costs: dict[str, float]) -> torch.Tensor:
     return torch.tensor([costs[b] / costs["full"] for b in BRANCHES], dtype=torch.float32)
 
 
+@dataclass
+class RouteStep:
+    """One frame's routing: the decision, π over the branches, the router's features, the time it took."""
+
+    choice: int
+    probs: torch.Tensor  # (K,)
+    features: torch.Tensor  # (F,)
+    ms: float
+
+
+@torch.no_grad()
+def route_frame(module: ANCModule, state: RouterState, frame: torch.Tensor, modality: str,
+                cfg: ANCConfig = ANCConfig(), bias: torch.Tensor | None = None, patch: int = 8) -> RouteStep:
+    """Route one frame (1, C, H, W) at `state.t` and advance `state` (B = 1). `bias`: (K,) logit offsets
+    (cost_bias · c_k / c_full) or None. Hysteresis compares with the previous frame's decision, which the state
+    holds — so a stream routes frame after frame with one `RouterState` exactly as `route_clip` routes a clip.
+
+    >>> from workbench.models.registry import create_model
+    >>> module = ANCModule.for_model(create_model("tinyvlm-debug"))
+    >>> st = RouterState.start(1)
+    >>> [route_frame(module, st, torch.rand(1, 3, 112, 112), "rgb").choice != 0 for _ in range(2)][0]
+    True
+    """
+    t0 = time.perf_counter()
+    forced = None if cfg.forced is None else BRANCHES.index(cfg.forced)
+    first = None if cfg.first_frame is None else BRANCHES.index(cfg.first_frame)
+    current = None if state.t == 0 else int(state.prev_choice[0])
+    t = state.t
+    f, allowed, e_ref = router_inputs(state, frame, modality, patch, module.cfg.change_level)
+    logits = module.router(f)[0]
+    if bias is not None:
+        logits = logits - bias
+    p = masked_softmax(logits, cfg.temperature, allowed[0])
+    if forced is not None:
+        c = forced if bool(allowed[0, forced]) else (FULL if first is None else first)
+    elif t == 0 and first is not None:
+        c = first
+    else:
+        c = hysteresis_choice(p, current, cfg.hysteresis, allowed[0])
+    advance(state, frame, torch.tensor([c]), e_ref)
+    return RouteStep(c, p, f[0], (time.perf_counter() - t0) * 1e3)
+
+
 @torch.no_grad()
 def route_clip(module: ANCModule, frames: torch.Tensor, modality: str, cfg: ANCConfig = ANCConfig(),
                rel_costs: torch.Tensor | None = None, patch: int = 8) -> Route:
@@ -161,33 +205,10 @@ def route_clip(module: ANCModule, frames: torch.Tensor, modality: str, cfg: ANCC
     ((4,), (4, 4), True)
     """
     state = RouterState.start(1)
-    forced = None if cfg.forced is None else BRANCHES.index(cfg.forced)
-    first = None if cfg.first_frame is None else BRANCHES.index(cfg.first_frame)
     bias = None if (cfg.cost_bias == 0 or rel_costs is None) else cfg.cost_bias * rel_costs
-    choices, probs, feats, ms = [], [], [], []
-    current: int | None = None
-    for t in range(frames.shape[0]):
-        t0 = time.perf_counter()
-        frame = frames[t: t + 1]  # (1, C, H, W)
-        f, allowed, e_ref = router_inputs(state, frame, modality, patch, module.cfg.change_level)
-        logits = module.router(f)[0]
-        if bias is not None:
-            logits = logits - bias
-        p = masked_softmax(logits, cfg.temperature, allowed[0])
-        if forced is not None:
-            c = forced if bool(allowed[0, forced]) else (FULL if first is None else first)
-        elif t == 0 and first is not None:
-            c = first
-        else:
-            c = hysteresis_choice(p, current, cfg.hysteresis, allowed[0])
-        advance(state, frame, torch.tensor([c]), e_ref)
-        current = c
-        ms.append((time.perf_counter() - t0) * 1e3)
-        choices.append(c)
-        probs.append(p)
-        feats.append(f[0])
-    return Route(np.array(choices, dtype=np.int64), torch.stack(probs).cpu().numpy(), torch.stack(feats).cpu().numpy(),
-                 np.array(ms))
+    steps = [route_frame(module, state, frames[t: t + 1], modality, cfg, bias, patch) for t in range(frames.shape[0])]
+    return Route(np.array([s.choice for s in steps], dtype=np.int64), torch.stack([s.probs for s in steps]).cpu().numpy(),
+                 torch.stack([s.features for s in steps]).cpu().numpy(), np.array([s.ms for s in steps]))
 
 
 # ---- the method ----------------------------------------------------------------------------------------------
@@ -237,6 +258,10 @@ class ANC:
         frames = frames[0] if frames.ndim == 5 else frames
         rel = relative_costs(self.costs(model, modality)) if self.cfg.cost_bias else None
         return route_clip(self.module, frames, modality, self.cfg, rel, model.cfg.patch_size)
+
+    def logit_bias(self, model: TinyVLM, modality: str) -> torch.Tensor | None:
+        """(K,) offsets `route_frame` subtracts from the router's logits (cost_bias · c_k / c_full), or None."""
+        return self.cfg.cost_bias * relative_costs(self.costs(model, modality)) if self.cfg.cost_bias else None
 
     @torch.no_grad()
     def visual_tokens(self, model: TinyVLM, frames: torch.Tensor, modality: str, clip: Clip | None = None,

@@ -45,6 +45,34 @@ from workbench.trace.schema import DECISIONS
 
 
 @dataclass
+class CombinedState:
+    """Per-clip (or per-stream) state of STTF+ANC: the STTF gate, the shared key/value cache, the previous
+    frame's tokens and the branch of the last computed frame."""
+
+    gate: GateState
+    cache: BranchCache
+    prev: torch.Tensor | None = None  # (1, N, D)
+    last_branch: str | None = None
+
+    @classmethod
+    def start(cls, model: TinyVLM) -> "CombinedState":
+        return cls(GateState(), BranchCache.empty(len(model.encoder.blocks)))
+
+
+@dataclass
+class CombinedStep:
+    """One frame of STTF+ANC: its tokens and what the gate did (mask = recomputed patches)."""
+
+    out: torch.Tensor  # (1, N, D)
+    mask: torch.Tensor  # (N,) bool
+    score: torch.Tensor  # (N,)
+    age: torch.Tensor  # (N,) long
+    key: bool  # encoded densely within its branch
+    flops: float
+    ms: float  # wall time of the gate and the branch work (FLOP counting excluded)
+
+
+@dataclass
 class STTFANC:
     """The combined method plug-in (`visual_tokens(...)` like every method; see `workbench.pipeline`)."""
 
@@ -64,68 +92,69 @@ class STTFANC:
         out, _ = run_branch(model, self.anc.module, name, frame, modality, prev, idx, cache)
         return out
 
+    def check(self, model: TinyVLM) -> None:
+        if self.sttf.source == "embedding":
+            raise ValueError("STTF+ANC gates on pixels or events (the embedding score would run the full stem)")
+        self.anc.module.check_compatible(model)
+
+    def frame_step(self, model: TinyVLM, st: CombinedState, frame: torch.Tensor, choice: int, modality: str,
+                   feat: torch.Tensor | None, rate: torch.Tensor | None, costs: dict, count: bool = False) -> CombinedStep:
+        """Frame (1, C, H, W) routed to branch `choice`: gate, encode the changed tokens within the branch, update
+        `st`. feat: (1, N, F) patch pixels (pixel source) or None; rate: (1, N) event rates (event source)."""
+        n = model.cfg.num_patches
+        start = time.perf_counter()
+        if choice == SKIP:
+            st.gate.age = st.gate.age + 1
+            st.gate.frame += 1
+            return CombinedStep(st.prev, torch.zeros(n, dtype=torch.bool), torch.zeros(n), st.gate.age[0].clone(),
+                                False, 0.0, (time.perf_counter() - start) * 1e3)
+        g = gate_step(st.gate, self.sttf.rule(), feat, rate, SCORE_KIND[self.sttf.source] or "l1")
+        name = BRANCHES[choice]
+        dense = (st.prev is None or bool(g.key[0]) or bool(g.mask[0].all())
+                 or (self.dense_on_switch and name != st.last_branch))
+        if dense:
+            g.mask[:] = True
+            st.gate.ref = feat.clone() if feat is not None else st.gate.ref
+            st.gate.age = torch.zeros_like(g.age)
+        idx = None if dense else g.mask[0].nonzero().squeeze(1)
+        gate_ms = (time.perf_counter() - start) * 1e3
+        if count:  # on a snapshot, outside the timed work
+            snapshot = BranchCache(list(st.cache.k), list(st.cache.v))  # run_branch rebinds, never mutates
+            _, flops = count_flops(self._frame, model, name, frame, modality, st.prev, idx, snapshot)
+        else:
+            flops = costs[name] * (1.0 if idx is None else idx.numel() / n)
+        start = time.perf_counter()
+        st.prev = self._frame(model, name, frame, modality, st.prev, idx, st.cache)
+        st.last_branch = name
+        ms = gate_ms + (time.perf_counter() - start) * 1e3
+        return CombinedStep(st.prev, g.mask[0], g.score[0], st.gate.age[0].clone(), dense, float(flops), ms)
+
     @torch.no_grad()
     def visual_tokens(self, model: TinyVLM, frames: torch.Tensor, modality: str, clip: Clip | None = None,
                       count: bool = False) -> tuple[VisualTokens, FrameStats]:
         """frames (1, T, C, H, W) → decoder tokens + per-frame accounting (FLOPs measured when `count`)."""
         if frames.shape[0] != 1:
             raise ValueError(f"STTF+ANC encodes one clip at a time (batch 1), got batch {frames.shape[0]}")
-        if self.sttf.source == "embedding":
-            raise ValueError("STTF+ANC gates on pixels or events (the embedding score would run the full stem)")
-        self.anc.module.check_compatible(model)
+        self.check(model)
         x = frames[0]  # (T, C, H, W)
         t_len, n = x.shape[0], model.cfg.num_patches
         costs = self.anc.costs(model, modality)
         route = self.anc.route(model, x, modality)
         rates = event_rates(clip, t_len, n) if self.sttf.source == "events" else None
         feats = patch_pixels(frames, model.cfg.patch_size)[0] if self.sttf.source == "pixels" else None  # (T, N, F)
-        rule, gate = self.sttf.rule(), GateState()
-        cache = BranchCache.empty(len(model.encoder.blocks))
-        outs, masks, scores, ages, keys = [], [], [], [], []
+        st = CombinedState.start(model)
+        steps = []
         flops, ms = np.zeros(t_len), route.router_ms.copy()
-        prev, last_branch = None, None
         for t in range(t_len):
-            c = int(route.choices[t])
-            frame = x[t: t + 1]  # (1, C, H, W)
-            start = time.perf_counter()
-            if c == SKIP:
-                mask = torch.zeros(n, dtype=torch.bool)
-                score = torch.zeros(n)
-                gate.age = gate.age + 1
-                gate.frame += 1
-                age, key = gate.age[0].clone(), False
-                out = prev
-            else:
-                g = gate_step(gate, rule, None if feats is None else feats[t: t + 1],
-                              None if rates is None else rates[:, t], SCORE_KIND[self.sttf.source] or "l1")
-                name = BRANCHES[c]
-                dense = (prev is None or bool(g.key[0]) or bool(g.mask[0].all())
-                         or (self.dense_on_switch and name != last_branch))
-                if dense:
-                    g.mask[:] = True
-                    gate.ref = feats[t: t + 1].clone() if feats is not None else gate.ref
-                    gate.age = torch.zeros_like(g.age)
-                idx = None if dense else g.mask[0].nonzero().squeeze(1)
-                ms[t] += (time.perf_counter() - start) * 1e3
-                if count:
-                    snapshot = BranchCache(list(cache.k), list(cache.v))  # run_branch rebinds, never mutates
-                    _, flops[t] = count_flops(self._frame, model, name, frame, modality, prev, idx, snapshot)
-                start = time.perf_counter()
-                out = self._frame(model, name, frame, modality, prev, idx, cache)
-                if not count:
-                    flops[t] = costs[name] * (1.0 if idx is None else idx.numel() / n)
-                mask, score, age, key = g.mask[0], g.score[0], gate.age[0].clone(), dense
-                last_branch = name
-            ms[t] += (time.perf_counter() - start) * 1e3
-            prev = out
-            outs.append(out[0])
-            masks.append(mask)
-            scores.append(score)
-            ages.append(age)
-            keys.append(key)
+            s = self.frame_step(model, st, x[t: t + 1], int(route.choices[t]), modality,
+                                None if feats is None else feats[t: t + 1], None if rates is None else rates[:, t],
+                                costs, count)
+            ms[t] += s.ms
+            flops[t] = s.flops
+            steps.append(s)
         flops += costs["router"]
-        enc = torch.stack(outs)[None]  # (1, T, N, D)
-        mask = torch.stack(masks)[None]  # (1, T, N)
+        enc = torch.stack([s.out[0] for s in steps])[None]  # (1, T, N, D)
+        mask = torch.stack([s.mask for s in steps])[None]  # (1, T, N)
         if self.sttf.fuse:
             vt, tok = fuse_runs(enc, mask), run_token_index(mask)[0]
             to_dec = mask[0].sum(1).cpu().numpy()
@@ -137,11 +166,11 @@ class STTFANC:
         if rec is not None:
             ANC._trace(rec, route, flops, ms)
             gate_site = "sttf.gate"
-            rec.log_grid("change_score", torch.stack(scores), site=gate_site)
+            rec.log_grid("change_score", torch.stack([s.score for s in steps]), site=gate_site)
             rec.log_grid("decision", torch.where(mask[0], DECISIONS["recomputed"], DECISIONS["reused"]),
                          site=gate_site)
-            rec.log_grid("ref_age", torch.stack(ages), site=gate_site)
-            rec.log_frames("keyframe", np.array(keys, dtype=np.float64), site=gate_site)
+            rec.log_grid("ref_age", torch.stack([s.age for s in steps]), site=gate_site)
+            rec.log_frames("keyframe", np.array([s.key for s in steps], dtype=np.float64), site=gate_site)
             fused = DECISIONS["fused"] if self.sttf.fuse else DECISIONS["reused"]
             rec.log_grid("decision", torch.where(mask[0], DECISIONS["recomputed"], fused), site="sttf.fusion",
                          target=tok)

@@ -188,9 +188,13 @@ class STTF:
         return asdict(self.cfg)
 
     # ---- one frame ---------------------------------------------------------------------------------------
-    def _frame(self, model: TinyVLM, state: STTFState, frame: torch.Tensor, modality: str,
-               rate: torch.Tensor | None, rule: GateRule) -> tuple[GateStep, torch.Tensor]:
-        """Gate + encode one frame (1, C, H, W); updates `state`. Returns the gate step and the output (1, N, D)."""
+    def frame_step(self, model: TinyVLM, state: STTFState, frame: torch.Tensor, modality: str,
+                   rate: torch.Tensor | None, rule: GateRule) -> tuple[GateStep, torch.Tensor]:
+        """Gate + encode one frame (1, C, H, W); updates `state`. Returns the gate step and the output (1, N, D).
+
+        The unit of both schedules' streaming order: `encode` calls it per frame of a clip, and
+        `workbench.stream` per frame of a stream whose `STTFState` lives as long as the stream.
+        """
         enc, src = model.encoder, self.cfg.source
         emb = feat = None
         if src == "pixels":
@@ -233,9 +237,9 @@ class STTF:
                 frame = frames[:, f]  # (1, C, H, W)
                 rate = None if rates is None else rates[:, f]  # (1, N)
                 if count:
-                    flops[f] = count_flops(self._frame, model, state.clone(), frame, modality, rate, rule)[1]
+                    flops[f] = count_flops(self.frame_step, model, state.clone(), frame, modality, rate, rule)[1]
                 start = time.perf_counter()
-                g, out = self._frame(model, state, frame, modality, rate, rule)
+                g, out = self.frame_step(model, state, frame, modality, rate, rule)
                 ms[f] = (time.perf_counter() - start) * 1e3
                 steps.append(g)
                 outs.append(out)

@@ -9,9 +9,9 @@ Three rows sharing the frame axis:
 3. motion energy: the router's own inputs — the mean per-patch energy against the previous frame and against
    the reference frame (`router_feature` rows `prev_mean`, `ref_mean`, log-squashed as the router sees them).
 
-A run without a router (dense, STTF) gets one row instead, titled "router timeline: no router in this run":
-the mean STTF change score per frame when the trace has one — so the activity of any run can be read on the
-same frame axis.
+A run without a router (dense, STTF) gets one row instead, titled "router timeline: no router in this run"
+with a one-line note under the title (not a subplot title, which used to collide with it): the mean STTF change
+score per frame when the trace has one — so the activity of any run can be read on the same frame axis.
 `frame_index` draws the scrubber's frame as a dashed line.
 
     >>> import numpy as np, polars as pl
@@ -43,6 +43,7 @@ __all__ = ["router_timeline", "route_table", "BRANCH_NAMES", "BRANCH_COLORS"]
 # the order of workbench.methods.anc_modules.BRANCHES (tests check they agree); kept here so figures need no torch
 BRANCH_NAMES: tuple[str, ...] = ("skip", "light", "medium", "full")
 BRANCH_COLORS = {"skip": "#1f77b4", "light": "#2ca02c", "medium": "#ff7f0e", "full": "#d62728"}
+NO_ROUTER_HINT = "activity: mean change score per frame · choose ANC or STTF+ANC to see a router"
 _ENERGY = {"prev_mean": "energy vs previous frame", "ref_mean": "energy vs reference frame"}
 
 
@@ -114,13 +115,16 @@ def router_timeline(trace: pl.DataFrame, frame_index: int | None = None, fps: fl
     choices, probs = route_table(trace)
     n = len(choices) or _n_frames(trace)
     if not len(choices):  # no router: one row of activity, so the view still follows the clip
-        fig = make_subplots(rows=1, cols=1, subplot_titles=("activity: mean change score per frame "
-                                                            "(choose ANC or STTF+ANC for the router)",))
+        fig = go.Figure()
         _add_activity(fig, trace, 1)
         if n:
             fig.update_xaxes(range=[-0.5, n - 0.5])
         fig.update_xaxes(title_text="frame", dtick=1 if 0 < n <= 32 else None)
-        fig.update_layout(**base_layout(title or "router timeline: no router in this run", height))
+        layout = base_layout(title or "router timeline: no router in this run", height)
+        layout["margin"] = {**layout["margin"], "t": 78}  # room for the title and, below it, what is shown
+        fig.update_layout(**layout, showlegend=False)
+        fig.add_annotation(text=NO_ROUTER_HINT, xref="paper", yref="paper", x=0, y=1.02, xanchor="left",
+                           yanchor="bottom", showarrow=False, font=dict(size=11, color="#555"), align="left")
         return add_frame_marker(fig, frame_index)
     fig = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.06, row_heights=[0.28, 0.4, 0.32],
                         subplot_titles=("branch per frame", "branch probabilities π", "motion energy"))
