@@ -1,5 +1,5 @@
 """Stage-1 training smoke run on a tiny config: loss goes down, checkpoints load, resume is exact, the gesture
-head phase (b) only touches the gesture head, the decoder phase (c) only the language side."""
+head phase (b) only touches the gesture head, the decoder phases (c, d) only the language side."""
 from __future__ import annotations
 
 import json
@@ -12,13 +12,15 @@ from workbench.models.config import TinyVLMConfig
 from workbench.models.io import load_checkpoint, read_metadata
 from workbench.training.decoder_fit import DecoderFitConfig
 from workbench.training.gesture_fit import GestureFitConfig
+from workbench.training.qa_fit import QAFitConfig
 from workbench.training.stage1 import Stage1Config, train_stage1
 
 TINY = TinyVLMConfig(enc_dim=32, enc_depth=1, enc_heads=2, dec_dim=32, dec_depth=1, dec_heads=2)
 CFG = Stage1Config(steps=8, stop_after=None, batch_size=2, lr=3e-3, warmup=2, text_warmup_steps=2, curriculum_steps=2,
                    gesture_every=2, eval_every=4, eval_clips=2, threads=1, model=TINY,
                    gesture_fit=GestureFitConfig(clips=8, steps=6, batch_size=4, eval_clips=4),
-                   decoder_fit=DecoderFitConfig(steps=4, eval_every=2, lr=3e-3, warmup=1))
+                   decoder_fit=DecoderFitConfig(steps=4, eval_every=2, lr=3e-3, warmup=1),
+                   qa_fit=QAFitConfig(fit=DecoderFitConfig(steps=2, eval_every=2, lr=1e-3, warmup=1, data_offset=100)))
 
 
 @pytest.fixture(scope="module")
@@ -32,12 +34,14 @@ def test_smoke_run_writes_a_loadable_checkpoint_and_log(trained):
     out, record = trained
     model = load_checkpoint(out)
     info = read_metadata(out)
-    assert info["steps"] == CFG.steps and "gesture_fit" in info and "decoder_fit" in info
+    assert info["steps"] == CFG.steps and "gesture_fit" in info and "decoder_fit" in info and "qa_fit" in info
     assert 0.0 <= info["gesture_fit"]["val_acc_dense"] <= 1.0
     log = [json.loads(line) for line in out.with_suffix(".log.jsonl").read_text().splitlines()]
     kinds = {r["kind"] for r in log}
     assert {"train", "eval", "gesture_fit", "gesture_fit_eval", "decoder_fit", "decoder_fit_eval"} <= kinds
     assert [r["step"] for r in log if r["kind"] == "decoder_fit_eval"] == [2, 4]
+    qa_eval = [r for r in log if r["kind"] == "qa_fit_eval"]
+    assert [r["step"] for r in qa_eval] == [2] and "shapes_qa_dense_loss" in qa_eval[0]  # phase d validates answers
     train = [r for r in log if r["kind"] == "train"]
     assert all(torch.isfinite(torch.tensor(r["loss"])) for r in train)
     evals = [r for r in log if r["kind"] == "eval"]

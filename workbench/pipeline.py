@@ -1,10 +1,16 @@
 """Clip → visual tokens (dense or a method) → caption + gesture, with per-frame accounting and an optional trace.
 
-This is the one inference path shared by the CLI, the app, the evaluation and the benchmarks. A compression
-method plugs in as an object with `name`, `config()` and
-`visual_tokens(model, frames, modality, clip, count) -> (VisualTokens, FrameStats)`; `Dense` is the baseline.
-Pass it to `describe(..., method=m)`, or attach it once with `attach(model, m)` (what a method's
-`apply(model, cfg)` does; safe to call twice, `detach(model)` undoes it).
+This is the one inference path shared by the CLI, the app, the evaluation and the benchmarks. Methods plug in
+at two sites:
+
+- encoder side: an object with `name`, `config()` and
+  `visual_tokens(model, frames, modality, clip, count) -> (VisualTokens, FrameStats)` (Dense, STTF, ANC, …);
+- decoder side: an object with `name`, `config()`, `site == "decoder"` and `plan(depth)` (SparseVLM, FastV,
+  random; `models/decoder_protocol.py`), applied inside the decoder at prefill.
+
+Composition is the pipeline's job: `Stack(STTF(...), SparseVLM(...))` runs one after the other; a decoder-side
+method alone runs on dense visual tokens. Pass a method to `describe(..., method=m)`, or attach it once with
+`attach(model, m)` (what a method's `apply(model, cfg)` does; safe to call twice, `detach(model)` undoes it).
 
     >>> from workbench.models.registry import create_model
     >>> from workbench.data.shapesworld import make_clip
@@ -25,6 +31,7 @@ import torch
 
 from workbench.data.clip import Clip
 from workbench.eval.flops import count_flops
+from workbench.models.decoding import DecoderStats
 from workbench.models.tinyvlm import TinyVLM
 from workbench.models.visual_tokens import VisualTokens
 from workbench.trace import active_recorder, tracing
@@ -61,6 +68,36 @@ class Dense:
         return VisualTokens.dense(enc), stats
 
 
+@dataclass(frozen=True)
+class Stack:
+    """An encoder-side method followed by a decoder-side one, e.g. Stack(STTF(...), SparseVLM(...)): STTF removes
+    what did not change over time, SparseVLM what the question does not need."""
+
+    encoder: object
+    decoder: object
+
+    def __post_init__(self):
+        if getattr(self.encoder, "site", "encoder") != "encoder" or getattr(self.decoder, "site", None) != "decoder":
+            raise ValueError("Stack(encoder-side method, decoder-side method)")
+
+    @property
+    def name(self) -> str:
+        return f"{self.encoder.name}+{self.decoder.name}"
+
+    def config(self) -> dict:
+        return {"encoder": {"name": self.encoder.name, **self.encoder.config()},
+                "decoder": {"name": self.decoder.name, **self.decoder.config()}}
+
+
+def split_method(method) -> tuple[object, object | None]:
+    """(encoder-side method, decoder-side method or None) of a method, a Stack, or a decoder-side method alone."""
+    if isinstance(method, Stack):
+        return method.encoder, method.decoder
+    if getattr(method, "site", "encoder") == "decoder":
+        return Dense(), method
+    return method, None
+
+
 def attach(model: TinyVLM, method) -> TinyVLM:
     """Make `method` the model's default compression (replaces any previous one). Returns the model.
 
@@ -95,6 +132,18 @@ class Description:
     run_id: str
     trace: pl.DataFrame | None = None
     run: dict = field(default_factory=dict)
+    decoder: DecoderStats | None = None  # visual tokens per decoder sublayer, prefill FLOPs and time
+
+    @property
+    def decoder_keep(self) -> float:
+        """The paper's count: mean over decoder sublayers of visual tokens entering them ÷ those entering it."""
+        return float(self.decoder.keep_fraction[0]) if self.decoder is not None else 1.0
+
+    @property
+    def last_layer_tokens_per_frame(self) -> float:
+        """Visual tokens the decoder's last layer sees, per frame."""
+        n = float(self.decoder.last_layer[0]) if self.decoder is not None else float(self.tokens_to_decoder)
+        return n / max(len(self.stats.tokens_computed), 1)
 
 
 def run_id_for(model: TinyVLM, method, clip: Clip, seed: int = 0) -> str:
@@ -130,9 +179,10 @@ def describe(model: TinyVLM, clip: Clip, method=None, prompt: str | None = None,
 
 def _describe(model, clip, method, prompt, count, max_new_tokens, rid) -> Description:
     frames = torch.from_numpy(np.ascontiguousarray(clip.frames))[None]  # (1, T, C, H, W)
-    vt, stats = method.visual_tokens(model, frames, clip.modality, clip, count=count)
+    encoder, decoder = split_method(method)
+    vt, stats = encoder.visual_tokens(model, frames, clip.modality, clip, count=count)
     t0 = time.perf_counter()
-    gen = model.generate(vt, prompt, max_new_tokens=max_new_tokens)
+    gen = model.generate(vt, prompt, max_new_tokens=max_new_tokens, pruner=decoder, count=count)
     decode_ms = (time.perf_counter() - t0) * 1e3
     gesture = probs = None
     if clip.modality == "events" and gen.gesture_logits is not None:
@@ -149,9 +199,20 @@ def _describe(model, clip, method, prompt, count, max_new_tokens, rid) -> Descri
         rec.log_frames("encoder_flops", stats.encoder_flops, site=site)
         rec.log_frames("latency_ms", stats.encoder_ms, site=site)
         rec.log("decode_ms", decode_ms, site="decoder")
+        ds = gen.decoder
+        rec.log("prefill_flops", ds.flops, site="decoder")
+        rec.log("prefill_flops_analytic", ds.analytic_flops, site="decoder")
+        rec.log("prefill_ms", ds.ms, site="decoder")
+        if decoder is not None:  # where each decoder visual token comes from (for the per-frame overlays)
+            tok = np.arange(vt.num_tokens)
+            for kind, values in (("patch", vt.patch), ("t_start", vt.t_start), ("t_end", vt.t_end), ("size", vt.size)):
+                rec.log(kind, values[0], site="decoder.visual", token=tok)
     run = {"run_id": rid, "sample_id": clip.sample_id, "model": model.cfg.name, "method": method.name,
            "method_config": method.config(), "modality": clip.modality, "num_frames": n_frames,
            "prompt": prompt or model.cfg.caption_prompt, "caption": gen.texts[0], "gesture": gesture,
            "torch": torch.__version__}
-    return Description(gen.texts[0], gesture, probs, method.name, total, total / n_frames, stats,
-                       {"encode_ms": float(stats.encoder_ms.sum()), "decode_ms": decode_ms}, rid, None, run)
+    if decoder is not None:
+        run["decoder_keep"] = float(gen.decoder.keep_fraction[0])
+    timings = {"encode_ms": float(stats.encoder_ms.sum()), "decode_ms": decode_ms, "prefill_ms": gen.decoder.ms}
+    return Description(gen.texts[0], gesture, probs, method.name, total, total / n_frames, stats, timings, rid, None,
+                       run, gen.decoder)

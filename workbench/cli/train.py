@@ -34,7 +34,8 @@ def cmd_train(args) -> int:
                (["--steps", str(args.steps)] if args.steps else []) + (["--nostab"] if args.nostab else []) + \
                (["--device", args.device] if args.device else []) + (["--workers", str(args.workers)] if args.workers else [])
         return stage3_main(argv)
-    last = (rec.get("decoder_fit") or {}).get("last_eval") or rec  # stage 1: the last phase's val metrics
+    last = next((rec[k]["last_eval"] for k in ("qa_fit", "decoder_fit") if (rec.get(k) or {}).get("last_eval")),
+                rec)  # stage 1: the last phase's val metrics
     print(json.dumps({k: v for k, v in last.items() if "acc" in k or "loss" in k}, indent=2))
     print(f"checkpoint written to {out}")
     return 0

@@ -17,6 +17,7 @@ decoder.blocks.{i}.hook_out.
 
     >>> import torch
     >>> from workbench.models.config import TinyVLMConfig
+from workbench.models.decoding import DecoderStats, decode_step, prefill, prefill_mask
     >>> m = TinyVLM(TinyVLMConfig(enc_dim=32, dec_dim=32, enc_depth=1, dec_depth=1, vocab=("a", "b")))
     >>> vt = m.encode_dense(torch.rand(1, 2, 3, 112, 112), "rgb")
     >>> m(vt, torch.tensor([[1, 5, 2, 6, 3]]))[0].shape
@@ -24,12 +25,14 @@ decoder.blocks.{i}.hook_out.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from workbench.models.config import TinyVLMConfig
+from workbench.models.decoding import DecoderStats, decode_step, prefill, prefill_mask
 from workbench.models.encoder import VisionEncoder
 from workbench.models.hooks import HookedModule, HookPoint
 from workbench.models.layers import Block
@@ -61,6 +64,8 @@ class Generation:
     ids: list[list[int]]
     sep_hidden: torch.Tensor  # (B, D) hidden state at <sep> (the prompt's summary)
     gesture_logits: torch.Tensor | None  # (B, classes)
+    decoder: DecoderStats | None = None  # visual-token accounting, prefill FLOPs and time
+    first_logits: torch.Tensor | None = None  # (B, V) logits of the first generated token
 
 
 class TinyVLM(HookedModule):
@@ -147,10 +152,7 @@ class TinyVLM(HookedModule):
     @classmethod
     def _prefill_bias(cls, vt: VisualTokens, n_text: int) -> torch.Tensor:
         """(B, 1, L, L) causal mask plus the key bias."""
-        key = cls.key_bias(vt, n_text)
-        length = key.shape[1]
-        causal = torch.full((length, length), float("-inf")).triu(1)
-        return (causal[None] + key[:, None, :])[:, None]  # (B, 1, L, L)
+        return prefill_mask(cls.key_bias(vt, n_text))
 
     def forward(self, vt: VisualTokens, text_ids: torch.Tensor,
                 visual: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -162,32 +164,50 @@ class TinyVLM(HookedModule):
         return self.decoder.lm_head(ht), ht
 
     @torch.no_grad()
-    def generate(self, vt: VisualTokens, prompt: str | None = None, max_new_tokens: int = 48) -> Generation:
-        """Greedy decoding with a KV cache; one shared prompt for the batch."""
+    def generate(self, vt: VisualTokens, prompt: str | None = None, max_new_tokens: int = 48, pruner=None,
+                 count: bool = False) -> Generation:
+        """Greedy decoding with a KV cache; one shared prompt for the batch.
+
+        pruner: a decoder-side method (`models/decoder_protocol.DecoderMethod`: SparseVLM, FastV, random) that
+        prunes visual tokens once, at prefill; generation reuses the pruned caches. count=True measures the
+        prefill (projector, decoder, first token's logits) with FlopCounterMode; otherwise it is timed.
+        """
+        from workbench.eval.flops import count_flops
         tok = self.tokenizer
         prompt_ids = tok.prompt_ids(self.cfg.caption_prompt if prompt is None else prompt)
         b = vt.embeds.shape[0]
         ids = torch.tensor(prompt_ids).expand(b, -1)
-        caches: list[dict] = [{} for _ in self.decoder.blocks]
-        visual = self.visual_embeds(vt)
-        h = self.decoder(self.sequence(vt, ids, visual), self._prefill_bias(vt, ids.shape[1]), causal=True,
-                         caches=caches)
-        sep_hidden = h[:, -1]
-        key_bias = self.key_bias(vt, ids.shape[1])  # (B, Lk), grows by one zero per generated token
+        plan = pruner.plan(len(self.decoder.blocks)) if pruner is not None else None
+        name = getattr(pruner, "name", "decoder")
+
+        def run():
+            visual = self.visual_embeds(vt)
+            pre = prefill(self.decoder, self.sequence(vt, ids, visual), self.key_bias(vt, ids.shape[1]), vt, plan,
+                          name)
+            return visual, pre, self.decoder.lm_head(pre.hidden[:, -1])
+
+        start = time.perf_counter()
+        if count:
+            (visual, pre, first), flops = count_flops(run)
+            pre.stats.flops = flops
+        else:
+            visual, pre, first = run()
+        pre.stats.ms = (time.perf_counter() - start) * 1e3
+        pre.stats.outer_flops = 2 * vt.embeds.shape[1] * vt.embeds.shape[2] * visual.shape[2] \
+            + 2 * visual.shape[2] * first.shape[1]  # projector + the first token's logits (per sample)
+        caches, sep_hidden = pre.caches, pre.hidden[:, -1]
         out = torch.full((b, max_new_tokens), tok.pad_id, dtype=torch.long)
         done = torch.zeros(b, dtype=torch.bool)
-        nxt = self.decoder.lm_head(sep_hidden).argmax(-1)
+        nxt = first.argmax(-1)
         room = min(max_new_tokens, MAX_TEXT_LEN - len(prompt_ids))
         for step in range(room):
             out[:, step] = torch.where(done, tok.pad_id, nxt)
             done |= nxt == tok.eos_id
             if bool(done.all()) or step == room - 1:
                 break
-            key_bias = torch.cat([key_bias, key_bias.new_zeros(b, 1)], 1)
-            bias = key_bias[:, None, None, :]  # (B, 1, 1, Lk)
-            h = self.decoder(self.text_embeds(nxt[:, None], len(prompt_ids) + step), bias, False, caches)
+            h = decode_step(self.decoder, self.text_embeds(nxt[:, None], len(prompt_ids) + step), caches)
             nxt = self.decoder.lm_head(h[:, -1]).argmax(-1)
         id_lists = [[int(i) for i in row if i != tok.pad_id] for row in out]
         texts = [tok.decode(r) for r in id_lists]
         logits = self.gesture_logits(vt, visual) if self.cfg.gesture_classes else None
-        return Generation(texts, id_lists, sep_hidden, logits)
+        return Generation(texts, id_lists, sep_hidden, logits, pre.stats, first)

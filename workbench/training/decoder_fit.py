@@ -64,9 +64,10 @@ def language_parameters(model: TinyVLM) -> list[torch.nn.Parameter]:
 
 
 def fit_decoder(model: TinyVLM, cfg: DecoderFitConfig, stage1, heads=None, val: dict | None = None,
-                progress: bool = True, log=None, workers: int = 0) -> dict:
+                progress: bool = True, log=None, workers: int = 0, kind: str = "decoder_fit") -> dict:
     """Train the language side of `model` in place (`stage1` = the run's Stage1Config, for its batches, seed and
-    batch size); returns the fit record with the val evaluations (stage 1's teacher-forced metrics)."""
+    batch size); returns the fit record with the val evaluations (stage 1's teacher-forced metrics). `kind`
+    names the phase in the log records ("decoder_fit" = phase c, "qa_fit" = phase d)."""
     from workbench.training.stage1 import _param_groups, batch_for_step, evaluate_stage1, losses, text_side
 
     t0 = time.perf_counter()
@@ -85,7 +86,7 @@ def fit_decoder(model: TinyVLM, cfg: DecoderFitConfig, stage1, heads=None, val: 
     build = partial(batch_for_step, s1, text_side(model))
     steps = range(cfg.data_offset, cfg.data_offset + cfg.steps)
     evals = []
-    with tqdm(total=cfg.steps, disable=not progress, desc="decoder fit", unit="step") as bar:
+    with tqdm(total=cfg.steps, disable=not progress, desc=kind.replace("_", " "), unit="step") as bar:
         for i, (step, batch) in enumerate(zip(steps, ordered_map(build, steps, workers))):
             batch = batch.to(dev)
             mode, knob = cfg.augment.sample(np.random.default_rng([stage1.seed, step, 2]))
@@ -100,10 +101,10 @@ def fit_decoder(model: TinyVLM, cfg: DecoderFitConfig, stage1, heads=None, val: 
             bar.update(1)
             bar.set_postfix(lm=f"{out['lm'].item():.3f}", tok=int(out["tokens"]))
             if log is not None and i % 10 == 0:
-                log({"kind": "decoder_fit", "step": i, "lm": out["lm"].item(), "mode": mode, "knob": knob,
+                log({"kind": kind, "step": i, "lm": out["lm"].item(), "mode": mode, "knob": knob,
                      "tokens": out["tokens"], "modality": batch.modality, "lr": lr_at(cfg, i)})
             if val and ((i + 1) % cfg.eval_every == 0 or i + 1 == cfg.steps):
-                rec = {"kind": "decoder_fit_eval", "step": i + 1, **evaluate_stage1(model, s1, val)}
+                rec = {"kind": f"{kind}_eval", "step": i + 1, **evaluate_stage1(model, s1, val)}
                 model.encoder.eval()
                 evals.append(rec)
                 if log is not None:
@@ -111,6 +112,6 @@ def fit_decoder(model: TinyVLM, cfg: DecoderFitConfig, stage1, heads=None, val: 
     model.eval()
     for p in model.parameters():
         p.requires_grad_(True)
-    return {"kind": "decoder_fit", "config": json.loads(json.dumps(asdict(cfg), default=float)),
+    return {"kind": kind, "config": json.loads(json.dumps(asdict(cfg), default=float)),
             "last_eval": evals[-1] if evals else {}, "elapsed_s": time.perf_counter() - t0}
 

@@ -33,6 +33,7 @@ from workbench.models.visual_tokens import VisualTokens
 from workbench.training.augment import AugmentConfig, training_tokens
 from workbench.training.batches import Batch, make_batch
 from workbench.training.decoder_fit import DecoderFitConfig, fit_decoder
+from workbench.training.qa_fit import QAFitConfig, fit_qa
 from workbench.training.gesture_fit import GestureFitConfig, fit_gesture_head
 from workbench.training.runtime import on_device, ordered_map
 from workbench.training.vocab import build_vocabulary
@@ -65,6 +66,7 @@ class Stage1Config:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     gesture_fit: GestureFitConfig = field(default_factory=GestureFitConfig)  # phase b, after the main loop
     decoder_fit: DecoderFitConfig = field(default_factory=DecoderFitConfig)  # phase c: language side, frozen encoder
+    qa_fit: QAFitConfig = field(default_factory=QAFitConfig)  # phase d: QA-heavy fine-tune of the language side
     model: TinyVLMConfig = field(default_factory=TinyVLMConfig)
 
 
@@ -341,6 +343,13 @@ def _train_stage1(cfg: Stage1Config, out: Path, resume: bool, progress: bool, de
             info = {k: v for k, v in info.items() if k != "config"} | {"decoder_fit": _jsonable(fit)}
             save_checkpoint(model, out, info)
             record = {**info.get("last_eval", {}), "gesture_fit": info.get("gesture_fit"), "decoder_fit": fit}
+        if "qa_fit" not in info:
+            val = {k: b.to(dev) for k, b in _val_batches(cfg, model).items()}
+            fit = fit_qa(model, cfg.qa_fit, cfg, val, progress, write, workers=cfg.workers)
+            info = {k: v for k, v in info.items() if k != "config"} | {"qa_fit": _jsonable(fit)}
+            save_checkpoint(model, out, info)
+            record = {**info.get("last_eval", {}), "gesture_fit": info.get("gesture_fit"),
+                      "decoder_fit": info.get("decoder_fit"), "qa_fit": fit}
     return record
 
 
