@@ -213,8 +213,9 @@ def _video_frames(container, stream, path: Path, fps: float, native: float | Non
     except InputError:
         raise
     except (av.error.FFmpegError, OSError, ValueError, IndexError, EOFError, MemoryError) as e:
-        at = f"{last_t:.2f} s" if last_t is not None else "the start"
-        raise CorruptFileError(path, f"the video cannot be decoded after {at} ({type(e).__name__}: {e}); "
+        if last_t is None:
+            raise CorruptFileError(path, f"the video cannot be decoded ({type(e).__name__}: {e})") from e
+        raise CorruptFileError(path, f"the video cannot be decoded after {last_t:.2f} s ({type(e).__name__}: {e}); "
                                      "the frames before it were read") from e
 
 
@@ -225,9 +226,10 @@ def _decode(container, stream, path: Path, where) -> Iterator:
             frames = packet.decode()
         except av.error.FFmpegError as e:
             t = where()
-            at = f"{t:.2f} s" if t is not None else "the start"
-            raise CorruptFileError(path, f"the video stream is damaged after {at} ({e}); the frames before it "
-                                         "were read") from e
+            if t is None:
+                raise CorruptFileError(path, f"the video stream cannot be decoded from its start ({e})") from e
+            raise CorruptFileError(path, f"the video stream is damaged after {t:.2f} s ({e}); the frames before "
+                                         "it were read") from e
         yield from frames
 
 

@@ -6,7 +6,8 @@
   metrics, overlay view, event view) → dense caption, compressed caption, metrics, frame slider, overlay,
   router timeline, tokens per frame, FLOPs per frame, event stream, summary table, trace file, details;
 - `/frame` (frame, overlay view, event view) → the five linked figures at that frame, from the session's last
-  analysis (nothing is recomputed).
+  analysis (nothing is recomputed);
+- the "stream" tab (`stream_tab.py`): `/stream` and `/stream_frame` — a long input processed as a stream.
 
 Per-session state only: one `SessionCache` per browser tab / client in a `gr.State` (dropped after an hour
 idle). Bad inputs raise `gr.Error` with the reader's message — the user sees what is wrong and the server
@@ -22,6 +23,7 @@ from workbench.errors import CheckpointError, InputError
 from workbench.ui import callbacks as cb
 from workbench.ui.methods import METHOD_LABELS, MethodSpec, method_status
 from workbench.ui.session import SessionCache
+from workbench.ui.stream_tab import build_stream_tab
 from workbench.viz.style import message_figure
 
 log = logging.getLogger(__name__)
@@ -30,7 +32,10 @@ TITLE = "Token-compression workbench"
 INTRO = ("Upload a video (mp4, avi, webm, mov, mkv …) or an event-camera file (AEDAT 2/3.1/4, Prophesee "
          "DAT/EVT2/EVT3, N-MNIST, npy/npz, HDF5, CSV), or pick a generated sample. The reference TinyVLM runs it "
          "dense and under the chosen compression; every view below follows the frame slider. Runs offline on CPU. "
-         f"Limits: {cb.MAX_UPLOAD_MB} MB per upload, videos up to 10 min and 3840×2160.")
+         f"Limits: {cb.MAX_UPLOAD_MB} MB per upload, videos up to 10 min and 3840×2160. The embedded TinyVLM knows "
+         "only its procedural world (ShapesWorld, a synthetic gesture analog): on real footage its captions describe "
+         "shapes and colours, not the scene. The **clip** tab samples 8 or 16 frames from the whole input; the "
+         "**stream** tab reads every frame and captions it window by window.")
 SESSION_TTL_S = 3600
 
 
@@ -64,45 +69,48 @@ def build_demo(model_name: str = "tinyvlm-shapes", anc_module=None) -> gr.Blocks
     with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
         state = gr.State(None, time_to_live=SESSION_TTL_S)
         gr.Markdown(f"# {TITLE}\n{INTRO}")
-        with gr.Row():
-            with gr.Column(scale=1, min_width=320):
-                upload = gr.File(label="video or event file", file_count="single", type="filepath", elem_id="upload")
-                sample = gr.Dropdown(cb.SAMPLE_NAMES, value=cb.SAMPLE_NAMES[1], label="…or a generated sample",
-                                     elem_id="sample")
-                frames = gr.Radio(list(cb.FRAME_CHOICES), value=16, label="frames", elem_id="frames")
-                method = gr.Radio(list(METHOD_LABELS.values()), value="STTF", label="method", elem_id="method")
-                status = gr.Markdown(status_line("STTF"), elem_id="method-status")
-                with gr.Accordion("knobs", open=True):
-                    policy = gr.Radio(["threshold", "budget"], value="threshold", label="STTF gate policy")
-                    tau = gr.Slider(0, 0.5, value=0.05, step=0.005, label="STTF threshold τ (policy threshold)")
-                    budget = gr.Slider(4, 196, value=31, step=1, label="STTF budget, tokens per frame (policy budget)")
-                    keyframe = gr.Slider(0, 16, value=0, step=1, label="keyframe interval (0 = frame 0 + scene cuts)")
-                    source = gr.Radio(["pixels", "events", "embedding"], value="pixels", label="change-score source")
-                    hysteresis = gr.Slider(0, 0.5, value=0.1, step=0.01, label="ANC hysteresis")
-                metrics = gr.Checkbox(True, label="caption metrics vs references (METEOR starts Java: ~10 s once)")
-                run = gr.Button("Run", variant="primary", elem_id="run")
-                trace_file = gr.File(label="trace (Parquet, both runs)", interactive=False, elem_id="trace")
-            with gr.Column(scale=3):
-                with gr.Row():
-                    cap_dense = gr.Textbox(label="dense caption", interactive=False, elem_id="caption-dense")
-                    cap_comp = gr.Textbox(label="compressed caption", interactive=False, elem_id="caption")
-                metrics_md = gr.Markdown(label="caption metrics", elem_id="metrics")
-                frame = gr.Slider(0, 15, value=0, step=1, label="frame", elem_id="frame")
-                with gr.Row():
-                    with gr.Column():
-                        overlay_view = gr.Radio(list(cb.OVERLAY_VIEWS), value="decision", label="patch overlay")
-                        overlay = gr.Plot(label="patch overlay", elem_id="overlay", show_label=False)
-                    with gr.Column():
-                        timeline = gr.Plot(label="router timeline", elem_id="timeline", show_label=False)
-                with gr.Row():
-                    tokens = gr.Plot(label="tokens per frame", elem_id="tokens", show_label=False)
-                    flops = gr.Plot(label="FLOPs per frame", elem_id="flops", show_label=False)
-                event_view = gr.Radio(list(cb.EVENT_VIEWS), value="binned frames", label="event stream view")
-                events = gr.Plot(label="event stream", elem_id="events", show_label=False)
-                with gr.Row():
-                    summary = gr.Dataframe(label="summary (dense vs compressed)", interactive=False, elem_id="summary",
-                                           column_widths=["52%", "16%", "16%", "16%"])
-                    details = gr.Markdown(label="details", elem_id="details")
+        with gr.Tab("clip", id="clip"):
+            with gr.Row():
+                with gr.Column(scale=1, min_width=320):
+                    upload = gr.File(label="video or event file", file_count="single", type="filepath", elem_id="upload")
+                    sample = gr.Dropdown(cb.SAMPLE_NAMES, value=cb.SAMPLE_NAMES[1], label="…or a generated sample",
+                                         elem_id="sample")
+                    frames = gr.Radio(list(cb.FRAME_CHOICES), value=16, label="frames", elem_id="frames")
+                    method = gr.Radio(list(METHOD_LABELS.values()), value="STTF", label="method", elem_id="method")
+                    status = gr.Markdown(status_line("STTF"), elem_id="method-status")
+                    with gr.Accordion("knobs", open=True):
+                        policy = gr.Radio(["threshold", "budget"], value="threshold", label="STTF gate policy")
+                        tau = gr.Slider(0, 0.5, value=0.05, step=0.005, label="STTF threshold τ (policy threshold)")
+                        budget = gr.Slider(4, 196, value=31, step=1, label="STTF budget, tokens per frame (policy budget)")
+                        keyframe = gr.Slider(0, 16, value=0, step=1, label="keyframe interval (0 = frame 0 + scene cuts)")
+                        source = gr.Radio(["pixels", "events", "embedding"], value="pixels", label="change-score source")
+                        hysteresis = gr.Slider(0, 0.5, value=0.1, step=0.01, label="ANC hysteresis")
+                    metrics = gr.Checkbox(True, label="caption metrics vs references (METEOR starts Java: ~10 s once)")
+                    run = gr.Button("Run", variant="primary", elem_id="run")
+                    trace_file = gr.File(label="trace (Parquet, both runs)", interactive=False, elem_id="trace")
+                with gr.Column(scale=3):
+                    with gr.Row():
+                        cap_dense = gr.Textbox(label="dense caption", interactive=False, elem_id="caption-dense")
+                        cap_comp = gr.Textbox(label="compressed caption", interactive=False, elem_id="caption")
+                    metrics_md = gr.Markdown(label="caption metrics", elem_id="metrics")
+                    frame = gr.Slider(0, 15, value=0, step=1, label="frame", elem_id="frame")
+                    with gr.Row():
+                        with gr.Column():
+                            overlay_view = gr.Radio(list(cb.OVERLAY_VIEWS), value="decision", label="patch overlay")
+                            overlay = gr.Plot(label="patch overlay", elem_id="overlay", show_label=False)
+                        with gr.Column():
+                            timeline = gr.Plot(label="router timeline", elem_id="timeline", show_label=False)
+                    with gr.Row():
+                        tokens = gr.Plot(label="tokens per frame", elem_id="tokens", show_label=False)
+                        flops = gr.Plot(label="FLOPs per frame", elem_id="flops", show_label=False)
+                    event_view = gr.Radio(list(cb.EVENT_VIEWS), value="binned frames", label="event stream view")
+                    events = gr.Plot(label="event stream", elem_id="events", show_label=False)
+                    with gr.Row():
+                        summary = gr.Dataframe(label="summary (dense vs compressed)", interactive=False, elem_id="summary",
+                                               column_widths=["52%", "16%", "16%", "16%"])
+                        details = gr.Markdown(label="details", elem_id="details")
+        with gr.Tab("stream", id="stream"):
+            build_stream_tab(model_name, anc_module)
 
         def on_run(path, sample_name, n_frames, method_label, policy_, tau_, budget_, key_every, source_, hyst,
                    with_metrics, ov_view, ev_view, cache, progress=gr.Progress()):
