@@ -18,14 +18,14 @@ import sys
 import workbench  # noqa: F401  (offline environment first)
 from workbench.errors import CheckpointError, InputError
 
-SUBCOMMANDS = ("caption", "eval", "train", "app", "models")
+SUBCOMMANDS = ("caption", "eval", "train", "app", "models", "cloud", "adapt")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from workbench.cli import app, caption, evaluate, train
+    from workbench.cli import app, caption, cloud, evaluate, train
     p = argparse.ArgumentParser(prog="workbench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True, metavar="{" + ",".join(SUBCOMMANDS) + "}")
-    for module in (caption, evaluate, train, app):
+    for module in (caption, evaluate, train, app, cloud):
         module.add_parser(sub)
     return p
 
