@@ -122,3 +122,13 @@ def test_stream_tab_plays_the_video_with_its_caption_track(server):
         finally:
             page.close()
             b.close()
+
+
+def test_the_clip_tab_details_say_how_the_video_was_fitted_and_what_the_model_knows(real_data, tmp_path):
+    from workbench.ui import callbacks as cb
+    from workbench.ui.session import SessionCache
+    video = tmp_path / "bikes.mp4"
+    shutil.copy(real_data / "video" / "bikes.mp4", video)
+    a = cb.analyse(str(video), None, MethodSpec("dense"), SessionCache(), MODEL, 8, metrics=False)
+    md = cb.details_markdown(a)
+    assert "640×272 picture (2.35:1) was centre-cropped" in md and "procedural ShapesWorld" in md

@@ -106,16 +106,25 @@ def check_upload(path: str | os.PathLike, limits: UploadLimits = LIMITS) -> None
                                          f"{limits.max_duration_s / 60:.0f} min")
 
 
-def load_upload(path: str | os.PathLike, n_frames: int = 16, limits: UploadLimits = LIMITS) -> Clip:
-    """Check the limits, then read the upload (video or event file) as a Clip of `n_frames` frames."""
+def load_upload(path: str | os.PathLike, n_frames: int = 16, limits: UploadLimits = LIMITS,
+                fit: str = "crop") -> Clip:
+    """Check the limits, then read the upload (video or event file) as a Clip of `n_frames` frames.
+
+    `clip.meta["note"]` (shown by the dashboard next to the captions) says how a non-square input was fitted
+    (`fit`: crop / pad / stretch) and that the embedded model knows only its procedural world.
+    """
+    from workbench.stream.captions import REAL_FOOTAGE_NOTE
     p = Path(path)
     if not p.is_file():
         raise InputError(p.name, "the upload did not arrive (no such file); please upload it again")
     try:
         check_upload(p, limits)
-        return load_clip(p, n_frames=n_frames)
+        clip = load_clip(p, n_frames=n_frames, fit=fit)
     except InputError as e:  # show the name the user uploaded, never gradio's temp path
         raise type(e)(p.name, e.reason.replace(str(p), p.name)) from None
+    notes = list(clip.meta.get("notes", [])) + [REAL_FOOTAGE_NOTE]
+    clip.meta["note"] = "; ".join(n[0].upper() + n[1:] for n in notes if n)
+    return clip
 
 
 def sample_clip(name: str, n_frames: int = 16) -> Clip:
