@@ -24,6 +24,9 @@ BAD = {
     "trace": ".", "srt": ".", "vtt": ".", "threads": "0", "model": " ", "limit": "0", "root": "/no/such/folder",
     "out": " ", "steps": "0", "batch_size": "0", "eval_every": "0", "seed": "-1", "workers": "-1",
     "device": "tpu", "port": "70000", "host": " ", "max_words": "0",
+    # method knobs (cli/common.add_method_args) and eval qa
+    "keep": "2", "fastv_k": "-1", "fastv_r": "1", "points": "-1", "budgets": "0", "counts": "0", "prune_seed": "-1",
+    "prompt": " ", "seeds": "5:3",
 }
 REQUIRED = {"caption": ["shapes:1"]}
 

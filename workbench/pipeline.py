@@ -202,7 +202,7 @@ def _describe(model, clip, method, prompt, count, max_new_tokens, rid) -> Descri
         ds = gen.decoder
         rec.log("prefill_flops", ds.flops, site="decoder")
         rec.log("prefill_flops_analytic", ds.analytic_flops, site="decoder")
-        rec.log("prefill_ms", ds.ms, site="decoder")
+        rec.log("latency_ms", ds.ms, site="decoder.prefill")
         if decoder is not None:  # where each decoder visual token comes from (for the per-frame overlays)
             tok = np.arange(vt.num_tokens)
             for kind, values in (("patch", vt.patch), ("t_start", vt.t_start), ("t_end", vt.t_end), ("size", vt.size)):

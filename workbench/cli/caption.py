@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 
-from workbench.cli.common import add_model
+from workbench.cli.common import add_method_args, add_model, method_from_args
 from workbench.cli.validate import fps_value, model_limit
 
 
@@ -30,7 +30,7 @@ def cmd_caption(args) -> int:
     import time
     t0 = time.perf_counter()
     model = create_model(args.model)
-    method = _method(model, args.method, args.tau)
+    method = method_from_args(args, model)  # bad method knobs fail here, before any input is read
     if is_stream(args):
         from workbench.cli.stream import run_stream
         return run_stream(args, model, method, load_s=time.perf_counter() - t0)
@@ -40,18 +40,24 @@ def cmd_caption(args) -> int:
     from workbench.trace import write_trace
     model_limit(args.model, args.frames, model.cfg.max_frames, "--frames")
     clip = load_clip(args.source, n_frames=args.frames, start_s=args.start, duration_s=args.duration, fit=args.fit)
-    d = describe(model, clip, method, trace=bool(args.trace))
+    d = describe(model, clip, method, prompt=args.prompt, trace=bool(args.trace))
     if args.trace:
         write_trace(d.trace, args.trace, d.run)
     caption, said = gesture_caption(d.caption, d.gesture, model.cfg.gesture_classes)
     out = {"source": str(args.source), "modality": clip.modality, "frames": clip.num_frames,
            "caption": caption, "gesture": d.gesture, "tokens_per_frame": d.tokens_per_frame,
-           "encode_ms": round(d.timings_ms["encode_ms"], 1), "decode_ms": round(d.timings_ms["decode_ms"], 1)}
+           "encode_ms": round(d.timings_ms["encode_ms"], 1), "decode_ms": round(d.timings_ms["decode_ms"], 1),
+           "method": method.name, "prompt": d.run["prompt"]}
+    if d.decoder is not None and method.name != "dense":
+        out |= {"decoder_keep": round(d.decoder_keep, 4),
+                "last_layer_tokens_per_frame": round(d.last_layer_tokens_per_frame, 2),
+                "visual_tokens_per_layer": d.decoder.visual_in[0].tolist(),
+                "prefill_ms": round(d.timings_ms["prefill_ms"], 1)}
     if said is not None:
         out["decoder_caption"] = said
     if clip.meta.get("format"):
         out["detected_format"] = clip.meta["format"]
-    out["notes"] = input_notes(clip.meta, generated=is_seed(args.source))
+    out["notes"] = input_notes(clip.meta, generated=is_seed(args.source)) + prompt_notes(model, args.prompt)
     if args.json:
         print(json.dumps(out, indent=2))
         return 0
@@ -68,28 +74,19 @@ def cmd_caption(args) -> int:
     return 0
 
 
+def prompt_notes(model, prompt: str | None) -> list[str]:
+    """A question with words the model never saw is still answered (they become <unk>): say so."""
+    from workbench.models.tokenizer import normalise_text
+    unknown = [w for w in normalise_text(prompt or "").split() if w not in model.tokenizer.index]
+    return [f"the model does not know the words {', '.join(map(repr, unknown))} (read as <unk>); it was trained "
+            "on ShapesWorld's questions (colour, shape, count, motion)"] if unknown else []
+
+
 def input_notes(meta: dict, generated: bool) -> list[str]:
     """What a user should know about the input: how it was fitted, and that the model knows only the
     procedural world when the input is real footage."""
     from workbench.stream.captions import REAL_FOOTAGE_NOTE
     return list(meta.get("notes", [])) + ([] if generated else [REAL_FOOTAGE_NOTE])
-
-
-def _method(model, name: str, tau: float):
-    """dense | sttf | anc | sttf+anc (ANC needs the shipped router: CheckpointError otherwise)."""
-    from workbench.pipeline import Dense
-    if name == "dense":
-        return Dense()
-    from workbench.methods.sttf import STTF, STTFConfig
-    if name == "sttf":
-        return STTF(STTFConfig(tau=tau))
-    from workbench.methods.anc import ANC, ANCConfig, shipped_path
-    from workbench.methods.anc_modules import load_anc
-    anc = ANC(load_anc(shipped_path(model)), ANCConfig())
-    if name == "anc":
-        return anc
-    from workbench.methods.combined import STTFANC
-    return STTFANC(anc, STTFConfig(tau=tau))
 
 
 def add_parser(sub) -> None:
@@ -107,9 +104,10 @@ def add_parser(sub) -> None:
                         "default), pad (letterbox) or stretch (squash)")
     c.add_argument("--trace", metavar="PARQUET", help="short look: write the run's trace table to this Parquet file")
     c.add_argument("--json", action="store_true", help="print a JSON record instead of text")
-    c.add_argument("--method", choices=("dense", "sttf", "anc", "sttf+anc"), default="dense",
-                   help="compression method (default dense; anc needs the shipped router weights)")
-    c.add_argument("--tau", type=float, default=0.05, help="STTF change threshold (default 0.05)")
+    c.add_argument("--prompt", default=None,
+                   help="a question or instruction instead of the caption prompt (e.g. 'what color is the star'); "
+                        "decoder-side methods (sparsevlm, fastv) keep the visual tokens it needs")
+    add_method_args(c)
     s = c.add_argument_group("streams (any length; one timestamped caption per window)")
     s.add_argument("--fps", type=fps_value, default=None,
                    help="stream at R frames per second (video: resampled; events: bins per second) or 'native' "

@@ -99,7 +99,18 @@ RULES: dict[str, Rule] = {
     "trace": Rule(_not_a_folder, "name a file, not a folder"),
     "srt": Rule(_not_a_folder, "name a file, not a folder"),
     "vtt": Rule(_not_a_folder, "name a file, not a folder"),
+    # methods (cli/common.add_method_args)
+    "keep": Rule(lambda v: _num(v) and 0 < v <= 1, "be a fraction in (0, 1]"),
+    "fastv_k": Rule(lambda v: _num(v) and v >= 0 and (v * 2) % 1 == 0, "be a depth ≥ 0 in steps of 0.5"),
+    "fastv_r": Rule(lambda v: _num(v) and 0 <= v < 1, "be a fraction in [0, 1)"),
+    "points": Rule(lambda v: all(_num(x) and x >= 0 and (x * 2) % 1 == 0 for x in v), "be depths ≥ 0 in steps of 0.5"),
+    "budgets": Rule(lambda v: all(_num(x) and 0 < x <= 1 for x in v), "be fractions in (0, 1]"),
+    "counts": Rule(lambda v: all(_int(x) and x >= 1 for x in v), "be token counts ≥ 1"),
+    "prune_seed": whole(0),
+    "prompt": Rule(lambda v: isinstance(v, str) and v.strip() != "", "be a non-empty question or instruction"),
+    "max_new_tokens": whole(1, 60),
     # eval
+    "seeds": Rule(lambda v: isinstance(v, range) and v.start >= 0 and len(v) > 0, "be seeds A:B with 0 ≤ A < B"),
     "limit": whole(1),
     "root": Rule(lambda v: isinstance(v, str) and Path(v).is_dir(), "name an existing folder"),
     "out": Rule(lambda v: isinstance(v, str) and v.strip() != "", "name a path"),

@@ -26,7 +26,7 @@ slots are −inf keys, so each sample attends over exactly the tokens it would a
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -57,6 +57,7 @@ class DecoderStats:
     outer_flops: int = 0  # projector and the first token's logits (set by the caller)
     flops: int = 0  # FlopCounterMode on the actual prefill (0 unless counted)
     ms: float = 0.0  # wall time of the prefill
+    present: list = field(default_factory=list)  # per point: (B, n) ids of the visual tokens left (−1 padding)
 
     @property
     def analytic_flops(self) -> int:
@@ -216,7 +217,7 @@ def prefill(decoder, x: torch.Tensor, key_bias: torch.Tensor, vt: VisualTokens, 
     at = {(scoring_layer(p), point_site(p)): (i, p) for i, p in enumerate(points)}
     seq = _Seq(x, key_bias, vt)
     embeds, prompt0, n_input, seq0_n = x, seq.prompt(), vt.counts().float(), seq.n
-    counts, caches, flops = [], [], [0]
+    counts, caches, flops, present = [], [], [0], []
     d, rec = x.shape[-1], active_recorder() if b == 1 else None
 
     def point(i: int, p: float, layer: int, attention, extra=None, extra_fn=None):
@@ -227,6 +228,7 @@ def prefill(decoder, x: torch.Tensor, key_bias: torch.Tensor, vt: VisualTokens, 
         flops[0] += int(sel.extra_flops)
         before = (seq.ids.clone(), seq.count())
         out, decision, target = _apply(seq, sel, extra, extra_fn, sel.renormalize)
+        present.append(seq.ids.clone())
         if rec is not None:
             _log_point(rec, name, p, layer, before, seq.count(), sel, decision, target)
         return out
@@ -258,7 +260,7 @@ def prefill(decoder, x: torch.Tensor, key_bias: torch.Tensor, vt: VisualTokens, 
             i, p = at[(layer, "post")]
             point(i, p, layer, _rows_fn(q, k, mask, flops))
     stats = DecoderStats(points, n_input, torch.stack(counts, 1), seq.count(), x.shape[1] - seq0_n,
-                         (d, blocks[0].mlp.fc1.out_features), flops[0])
+                         (d, blocks[0].mlp.fc1.out_features), flops[0], present=present)
     if rec is not None and plan is not None:
         _log_stats(rec, stats)
     return Prefill(decoder.norm(seq.x), caches, stats)

@@ -152,3 +152,27 @@ def render_scene(scene: Scene, times: np.ndarray | None = None, image: int = 112
             per_patch = changed.reshape(grid, patch, grid, patch).sum((1, 3))  # (gh, gw)
             mask[k] = per_patch >= MASK_MIN_PIXELS
     return frames, mask
+
+
+def object_patch_masks(scene: Scene, times: np.ndarray | None = None, image: int = 112, patch: int = 8,
+                       min_pixels: int = 8) -> np.ndarray:
+    """Where each object is: (n_objects, N, image/patch, image/patch) bool, True where at least `min_pixels`
+    of the patch's pixels are mostly covered (alpha > 0.5) by that object (camera shake included; occlusion
+    by later objects ignored). For measuring what a pruning method keeps of a queried object.
+
+        >>> from workbench.data.shapesworld.scene import sample_scene
+        >>> m = object_patch_masks(sample_scene(3))
+        >>> m.shape[1:], bool(m.any())
+        ((16, 14, 14), True)
+    """
+    times = np.arange(scene.num_frames, dtype=np.float64) if times is None else np.asarray(times, np.float64)
+    offsets = camera_offsets(scene, times)
+    centres = np.arange(image, dtype=np.float64) + 0.5
+    grid = image // patch
+    out = np.zeros((len(scene.objects), len(times), grid, grid), bool)
+    for k, t in enumerate(times):
+        xs, ys = centres + offsets[k, 0], centres + offsets[k, 1]
+        for i, obj in enumerate(scene.objects):
+            alpha, _ = draw_object(obj, t, xs, ys, image)
+            out[i, k] = (alpha > 0.5).reshape(grid, patch, grid, patch).sum((1, 3)) >= min_pixels
+    return out
