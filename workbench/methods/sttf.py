@@ -206,10 +206,14 @@ class STTF:
         if state.cache is None or bool(g.key[0]) or idx.numel() == g.mask.shape[1]:
             x = emb if emb is not None else embed_patches(enc, frame, modality)
             out, state.cache = encode_full(enc, x, modality)  # dense frame: the dense encoder's exact calls
+            return g, out
+        if emb is not None:
+            x = emb[:, idx]
+        elif feat is not None:  # the gate's patch pixels are the stem's input: no second patchify of the frame
+            x = enc.stems[modality](feat[:, idx]) + enc.pos_embed[:, idx]  # (1, R, C·p·p) → (1, R, D)
         else:
-            x = emb[:, idx] if emb is not None else embed_patches(enc, frame, modality, idx)
-            out = encode_partial(enc, state.cache, x, idx, modality)
-        return g, out
+            x = embed_patches(enc, frame, modality, idx)
+        return g, encode_partial(enc, state.cache, x, idx, modality)
 
     # ---- a clip --------------------------------------------------------------------------------------------
     @torch.no_grad()

@@ -163,11 +163,16 @@ def gate_step(state: GateState, rule: GateRule, feat: torch.Tensor | None = None
     periodic = rule.keyframe_every is not None and t % rule.keyframe_every == 0
     key = torch.full((b,), first or periodic, dtype=torch.bool)
     cut = torch.zeros(b, dtype=torch.bool)
-    if rule.scene_cut is not None and not first:
-        cut = (score >= rule.tau).float().mean(-1) > rule.scene_cut  # (B,)
-        cut &= ~key
-        key = key | cut
-    mask = select_recompute(score, rule) | key[:, None]
+    if first or periodic:  # a dense frame: every patch, nothing else to decide
+        mask = torch.ones(b, n, dtype=torch.bool)
+    else:
+        hits = score >= rule.tau  # (B, N): the threshold policy's mask and the scene-cut test
+        if rule.scene_cut is not None:
+            cut = hits.float().mean(-1) > rule.scene_cut  # (B,)
+            key = cut.clone()
+        mask = hits if rule.policy == "threshold" else select_recompute(score, rule)
+        if bool(cut.any()):
+            mask = mask | cut[:, None]
     if feat is not None:
         state.ref = feat.clone() if state.ref is None else torch.where(mask[..., None], feat, state.ref)
     age = torch.zeros(b, n, dtype=torch.long) if first else torch.where(mask, 0, state.age + 1)
