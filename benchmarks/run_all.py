@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = ["bench_sttf.py", "bench_anc.py"]
+SCRIPTS = ["bench_sttf.py", "bench_anc.py", "bench_stream.py"]
 
 
 def main() -> int:
