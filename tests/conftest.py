@@ -17,3 +17,14 @@ def real_data() -> Path:
     if not REAL.is_dir():
         pytest.skip(f"real data folder {REAL} is missing (it sits beside the checkout on the project machines)")
     return REAL
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Run a module's tiny-model tests on one torch thread (restored after): on a loaded 2-core machine two
+    spinning threads make a 32-wide block ~100× slower."""
+    import torch
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
