@@ -14,6 +14,8 @@ from workbench.models.registry import create_model
 from workbench.models.visual_tokens import VisualTokens
 from workbench.pipeline import describe
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 @pytest.fixture(scope="module")
 def debug_model():

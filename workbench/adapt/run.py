@@ -114,6 +114,7 @@ class EmbeddedCloud:
         if self.max_request_bytes:
             cmd += ["--max-request-bytes", str(self.max_request_bytes)]
         env = {**os.environ, "WORKBENCH_CLOUD_TOKEN": self.token}
+        self.state_dir.mkdir(parents=True, exist_ok=True)
         self.log = open(self.state_dir / "cloud.log", "ab")
         self.proc = subprocess.Popen(cmd, env=env, stdout=self.log, stderr=subprocess.STDOUT)
         client = CloudClient(self.url, self.token, RetryPolicy(attempts=1), timeout=2.0)

@@ -112,6 +112,18 @@ def tokens_from_visual(clip: Clip, vt: VisualTokens, patch_size: int = 8) -> Tok
     return tokens_from_runs(frames, vt.patch[0], vt.t_start[0], vt.t_end[0], patch_size, clip.sample_id)
 
 
+def encode_frames(model: TinyVLM, frames: torch.Tensor, present: torch.Tensor, modality: str = "rgb") -> torch.Tensor:
+    """Frames (F, C, H, W) + present mask (F, N) → encoder tokens (F, N, D), each frame's attention restricted
+    to its present patches (absent keys get −inf); outputs at absent patches are computed but meaningless."""
+    enc = model.encoder
+    bias = torch.zeros(present.shape[0], 1, 1, present.shape[1], device=frames.device)
+    bias.masked_fill_(~present[:, None, None, :], float("-inf"))  # (F, 1, 1, N)
+    x = enc.embed(frames, modality)
+    for blk in enc.blocks:
+        x = blk(x, bias)
+    return enc.finish(x, modality)
+
+
 def encode_tokens(model: TinyVLM, tokens: TokenSet, modality: str = "rgb", grad_frames: int | None = None,
                   generator: torch.Generator | None = None) -> VisualTokens:
     """Encode a received TokenSet with `model`'s encoder → VisualTokens (1, K, D) with the runs' spans and sizes.
@@ -121,25 +133,18 @@ def encode_tokens(model: TinyVLM, tokens: TokenSet, modality: str = "rgb", grad_
     """
     frames, present = tokens.frames()
     needed = torch.unique(tokens.t_start)  # frames that start at least one run
-    enc = model.encoder
     dev = model.device
     order = torch.arange(len(needed))
     if grad_frames is not None and grad_frames < len(needed):
         order = torch.randperm(len(needed), generator=generator)
     with_grad = order[: len(needed) if grad_frames is None else grad_frames]
-    out = torch.zeros(len(needed), present.shape[1], enc.norm.normalized_shape[0], device=dev)
+    out = torch.zeros(len(needed), present.shape[1], model.encoder.norm.normalized_shape[0], device=dev)
     parts = []
     for sel, grad in ((with_grad, True), (order[len(with_grad):], False)):
-        if len(sel) == 0:
-            continue
-        f = needed[sel]
-        bias = torch.zeros(len(f), 1, 1, present.shape[1], device=dev)
-        bias.masked_fill_(~present[f].to(dev)[:, None, None, :], float("-inf"))  # (F, 1, 1, N): absent keys
-        with torch.set_grad_enabled(grad and torch.is_grad_enabled()):
-            x = enc.embed(frames[f].to(dev), modality)
-            for blk in enc.blocks:
-                x = blk(x, bias)
-            parts.append((sel, enc.finish(x, modality)))  # (F, N, D)
+        if len(sel):
+            f = needed[sel]
+            with torch.set_grad_enabled(grad and torch.is_grad_enabled()):
+                parts.append((sel, encode_frames(model, frames[f].to(dev), present[f].to(dev), modality)))
     for sel, x in parts:
         out = out.index_copy(0, sel.to(dev), x)
     row = torch.searchsorted(needed, tokens.t_start)  # which encoded frame each token comes from

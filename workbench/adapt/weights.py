@@ -86,7 +86,7 @@ def evaluate(out: Path, n: int) -> dict:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--pocket", action="store_true", help="only the pocket checkpoint")
-    p.add_argument("--steps", type=int, default=300, help="teacher steps (default 300)")
+    p.add_argument("--steps", type=int, default=600, help="teacher steps (default 600)")
     p.add_argument("--eval-clips", type=int, default=48, help="held-out clips per domain (default 48)")
     p.add_argument("--out", default=str(weights_dir()))
     args = p.parse_args(argv)

@@ -29,7 +29,7 @@ def cmd_serve(args) -> int:
 
 
 def cmd_adapt(args) -> int:
-    from workbench.adapt.client import CloudRejected, CloudUnavailable
+    from workbench.adapt.client import CloudRejected, CloudUnavailable, RetryPolicy
     from workbench.adapt.run import AdaptConfig, run_adaptation
     from workbench.data.shifts import DOMAINS
     from workbench.errors import InputError
@@ -42,8 +42,15 @@ def cmd_adapt(args) -> int:
         if not args.cloud.startswith(("http://", "https://")):
             raise InputError("--cloud", f"must be an http(s) URL, not {args.cloud!r}")
         token = open(args.token_file).read().strip() if args.token_file else os.environ.get("WORKBENCH_CLOUD_TOKEN")
+    if not 1 <= args.threads <= 64:
+        raise InputError("--threads", f"must be 1..64, not {args.threads}")
+    import torch
+    torch.set_num_threads(args.threads)  # the device side runs on these threads too
+    if not 1 <= args.retries <= 50:
+        raise InputError("--retries", f"must be 1..50, not {args.retries}")
     try:
-        rec = run_adaptation(cfg, args.cloud, token, args.state, progress=not args.quiet, threads=args.threads)
+        rec = run_adaptation(cfg, args.cloud, token, args.state, progress=not args.quiet, threads=args.threads,
+                             retry=RetryPolicy(attempts=args.retries))
     except (CloudUnavailable, CloudRejected) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -88,7 +95,8 @@ def add_parser(sub) -> None:
     a.add_argument("--pocket", help="pocket checkpoint (default: shipped)")
     a.add_argument("--teacher", help="teacher checkpoint, for teacher_accuracy and the embedded cloud")
     a.add_argument("--trace", metavar="PARQUET", help="write the UTS trace (per sample / token) here")
-    a.add_argument("--threads", type=int, default=1, help="torch threads of the embedded cloud")
+    a.add_argument("--threads", type=int, default=1, help="torch threads of the device and the embedded cloud (default 1)")
+    a.add_argument("--retries", type=int, default=6, help="attempts per request, back-off 0.25 s doubling to 4 s")
     a.add_argument("--json", action="store_true")
     a.add_argument("--quiet", action="store_true", help="no progress bar")
     a.set_defaults(func=cmd_adapt)
