@@ -206,10 +206,15 @@ def summary(a: Analysis) -> pl.DataFrame:
 
 
 def caption_text(d) -> str:
-    """A Description's caption, with the gesture label for event clips."""
-    text = d.caption
+    """A Description's caption, with the gesture label for event clips. When the decoder's words contradict the
+    gesture head ("waving with the right hand" next to "other gestures"), the head's sentence is shown and the
+    decoder's words are quoted beside it (`stream.captions.gesture_caption`)."""
+    from workbench.stream.captions import gesture_caption
+    text, said = gesture_caption(d.caption, d.gesture)
     if d.gesture:
         text += f"  [gesture: {d.gesture}]"
+    if said is not None:
+        text += f"  (the decoder wrote {said!r}, which contradicts the gesture head)"
     return text
 
 

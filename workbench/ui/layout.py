@@ -7,7 +7,9 @@
   router timeline, tokens per frame, FLOPs per frame, event stream, summary table, trace file, details;
 - `/frame` (frame, overlay view, event view) → the five linked figures at that frame, from the session's last
   analysis (nothing is recomputed);
-- the "stream" tab (`stream_tab.py`): `/stream` and `/stream_frame` — a long input processed as a stream.
+- the "stream" tab (`stream_tab.py`): `/stream` and `/stream_frame` — a long input processed as a stream;
+- the "question" tab (`prune_tab.py`): `/prune` and `/prune_frame` — a question answered dense and under a
+  decoder-side method (SparseVLM, FastV, random, STTF + …), with the decoder-layer overlay.
 
 Per-session state only: one `SessionCache` per browser tab / client in a `gr.State` (dropped after an hour
 idle). Bad inputs raise `gr.Error` with the reader's message — the user sees what is wrong and the server
@@ -23,6 +25,7 @@ from workbench.errors import CheckpointError, InputError
 from workbench.ui import callbacks as cb
 from workbench.ui.methods import METHOD_LABELS, MethodSpec, method_status
 from workbench.ui.session import SessionCache
+from workbench.ui.prune_tab import build_prune_tab
 from workbench.ui.stream_tab import build_stream_tab
 from workbench.viz.style import message_figure
 
@@ -111,6 +114,8 @@ def build_demo(model_name: str = "tinyvlm-shapes", anc_module=None) -> gr.Blocks
                         details = gr.Markdown(label="details", elem_id="details")
         with gr.Tab("stream", id="stream"):
             build_stream_tab(model_name, anc_module)
+        with gr.Tab("question (decoder pruning)", id="question"):
+            build_prune_tab(model_name)
 
         def on_run(path, sample_name, n_frames, method_label, policy_, tau_, budget_, key_every, source_, hyst,
                    with_metrics, ov_view, ev_view, cache, progress=gr.Progress()):

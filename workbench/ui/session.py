@@ -69,6 +69,7 @@ class SessionCache:
     metrics: OrderedDict = field(default_factory=OrderedDict)  # (input key, dense caption, caption) → metrics
     digests: dict = field(default_factory=dict)  # (path, size, mtime_ns) → content hash
     last: Analysis | None = None
+    last_prune: Any = None  # the question tab's last `prune_callbacks.PruneAnalysis`
     counters: dict = field(default_factory=lambda: {"decodes": 0, "clip_hits": 0, "dense_runs": 0, "dense_hits": 0,
                                                     "method_runs": 0, "run_hits": 0})
 

@@ -46,6 +46,7 @@ __all__ = ["patch_overlay", "decision_grid", "DecisionGrid", "VIEWS"]
 
 VIEWS = ("decision", "change_score", "motion")
 RECOMPUTED, REUSED, FUSED = DECISIONS["recomputed"], DECISIONS["reused"], DECISIONS["fused"]
+RECYCLED = DECISIONS["recycled"]
 
 
 @dataclass
@@ -138,13 +139,16 @@ def _edges(key: np.ndarray, draw: np.ndarray, p: float) -> tuple[list, list]:
 
 
 def _fused_keys(codes: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """Group key per cell: −2 not fused, −1 fused (one region), t ≥ 0 fused into a token shared in space."""
+    """Group key per cell: −2 not grouped, −1 fused (one region), t ≥ 0 fused into a token shared in space,
+    −3 − t merged into recycled token t (decoder-side recycling: one outline per cluster)."""
     fused = codes == FUSED
     vals, counts = np.unique(targets[fused & (targets >= 0)], return_counts=True)
     shared = set(vals[counts > 1].tolist())
     key = np.where(fused, -1, -2).astype(np.int64)
     for t in shared:
         key[fused & (targets == t)] = t
+    rec = (codes == RECYCLED) & (targets >= 0)
+    key[rec] = -3 - targets[rec]
     return key
 
 
@@ -167,7 +171,9 @@ def _hover(dg: DecisionGrid, runs: dict[int, int], mask: np.ndarray | None) -> n
             if dg.ref_age is not None and np.isfinite(dg.ref_age[r, c]):
                 parts.append(f"reference age {int(dg.ref_age[r, c])}")
             t = int(dg.targets[r, c])
-            if t >= 0:
+            if t >= 0 and dg.codes[r, c] == RECYCLED:
+                parts.append(f"→ merged into recycled token {t}")
+            elif t >= 0:
                 parts.append(f"→ decoder token {t}" + (f" (run of {runs[t]} frames)" if t in runs else ""))
             if mask is not None:
                 parts.append("moving (truth)" if mask[r, c] else "still (truth)")
@@ -217,12 +223,12 @@ def patch_overlay(frame: np.ndarray, trace: pl.DataFrame, frame_index: int, view
             nm = DECISION_NAMES.get(code, str(code))
             fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=f"{nm} ({int((dg.codes == code).sum())})",
                                      marker=dict(symbol="square", size=12, color=DECISION_COLORS.get(nm, "#000"))))
-        outline_key, outline_draw = _fused_keys(dg.codes, dg.targets), dg.codes == FUSED
+        outline_key, outline_draw = _fused_keys(dg.codes, dg.targets), (dg.codes == FUSED) | (dg.codes == RECYCLED)
         counts = " · ".join(f"{int((dg.codes == DECISIONS[n]).sum())} {n}" for n in DECISION_COLORS
                             if (dg.codes == DECISIONS[n]).any())
         auto = f"frame {frame_index} · {counts} ({dg.source})"
     elif view == "change_score":
-        if dg.score is None:
+        if dg.score is None or not np.isfinite(dg.score).any():
             auto = f"frame {frame_index} · no change scores in this run ({dg.source})"
         else:
             fig.add_trace(go.Heatmap(z=dg.score, colorscale="Viridis", opacity=0.6, name="change score",
@@ -247,7 +253,8 @@ def patch_overlay(frame: np.ndarray, trace: pl.DataFrame, frame_index: int, view
     if outline_key is not None and outline_draw.any():
         ox, oy = _edges(outline_key, outline_draw, p)
         color = "#ffffff" if view == "decision" else DECISION_COLORS["recomputed"]
-        label = "fused groups" if view == "decision" else "recomputed"
+        label = ("recycled clusters" if (dg.codes == RECYCLED).any() else "fused groups") if view == "decision" \
+            else "recomputed"
         fig.add_trace(go.Scatter(x=ox, y=oy, mode="lines", line=dict(color=color, width=2.5), hoverinfo="skip",
                                  name=f"outline: {label}", showlegend=True))
     fig.update_layout(**base_layout(title or auto, height))
