@@ -185,7 +185,8 @@ def run_adaptation(cfg: AdaptConfig, cloud_url: str | None = None, token: str | 
                    state_dir: str | None = None, progress: bool = True, on_round=None,
                    retry: RetryPolicy | None = None, threads: int = 1) -> dict:
     """Run `cfg` against the cloud at `cloud_url` (None: an embedded one) and return the record (JSON-ready
-    except `trace`, a polars DataFrame in the trace schema). on_round(record) is called after each round."""
+    except `trace`, a polars DataFrame in the trace schema). on_round(record, device) is called after each round
+    (and once before the first with record {"round": 0}), with the device at its current weights."""
     pocket, teacher_path = cfg.files()
     for p, what in ((pocket, "pocket checkpoint"), (teacher_path, "teacher checkpoint")):
         if not p.is_file():
@@ -223,6 +224,8 @@ def _run(cfg, client, pocket, teacher_path, state_dir, progress, on_round) -> di
     acc, src = evaluate(device.model)
     record.update(device_accuracy_before=acc, device_source_accuracy_before=src)
     rounds, traces, samples, everything = [], [], [], 0
+    if on_round is not None:
+        on_round({"round": 0, "accuracy_after": acc, "source_accuracy_after": src}, device)
     rng = np.random.default_rng(cfg.seed)
     bar = tqdm(range(cfg.rounds), desc=f"adapt {cfg.domain}", unit="round", disable=not progress)
     for r in bar:
@@ -265,7 +268,7 @@ def _run(cfg, client, pocket, teacher_path, state_dir, progress, on_round) -> di
         rounds.append(rec)
         bar.set_postfix(cider=f"{acc:.3f}", up_kB=f"{up / 1e3:.0f}", down_kB=f"{rec['downlink_bytes'] / 1e3:.0f}")
         if on_round is not None:
-            on_round(rec)
+            on_round(rec, device)
     record.update(rounds=rounds, samples=samples, send_everything_uplink_bytes=everything,
                   uplink_bytes=sum(x["uplink_bytes"] for x in rounds), retries=client.retries_used,
                   seconds=time.perf_counter() - t_start,

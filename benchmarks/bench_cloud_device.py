@@ -1,0 +1,226 @@
+"""Cloud-device continual adaptation (issue 13): UTS uplink, AKD in the cloud, DWC downlink — against baselines
+and ablations in the same run, one real cloud service on loopback, then the scale-on-paper simulation.
+
+    python benchmarks/bench_cloud_device.py                  # the full protocol (≈ 40–60 min on 2 loaded cores)
+    python benchmarks/bench_cloud_device.py --quick          # tiny smoke run of the same code
+
+Every configuration is one device (its own id, AKD and codec) registered with ONE `workbench cloud serve`
+process; each runs `adapt.run.run_adaptation` (the `workbench adapt` code path). Finished runs are kept in
+results/cloud_device.partial.json, so an interrupted benchmark resumes where it stopped (--fresh to redo).
+Accuracy = CIDEr on the domain's held-out clips (and the source domain's, for forgetting).
+
+Targets (issue 13): within 3 rounds recover ≥ 50 % of the device→teacher gap on the shifted domain, lose ≤ 1
+CIDEr point (0.01) on the source domain, total uplink ≤ 10 % of send-everything, each round's downlink ≤ 1/30 of
+the fp32 weights, and keep ≥ 95 % of the gain of an uncompressed (fp32) delta; UTS beats a random subset of the
+same uplink size.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from common import RESULTS_DIR, machine_info, print_table, save_results  # noqa: E402
+
+import torch  # noqa: E402
+
+from workbench.adapt import dwc  # noqa: E402
+from workbench.adapt.akd import AKDConfig  # noqa: E402
+from workbench.adapt.device import DeviceConfig  # noqa: E402
+from workbench.adapt.evaluation import cider, device_captions, eval_clips  # noqa: E402
+from workbench.adapt.lora import load_tensors, named_tensors  # noqa: E402
+from workbench.adapt.run import AdaptConfig, EmbeddedCloud, run_adaptation  # noqa: E402
+from workbench.adapt.uts import UTSConfig  # noqa: E402
+
+PARTIAL = RESULTS_DIR / "cloud_device.partial.json"
+CODECS = [dwc.CodecConfig("fp16"), dwc.CodecConfig("nf4"), dwc.CodecConfig("sign1"),
+          dwc.CodecConfig("topk", 0.1, 4), dwc.CodecConfig("topk", 0.05, 4), dwc.CodecConfig("topk", 0.1, 8)]
+
+
+def configs(base: AdaptConfig, main_domain: str, others: list[str]) -> dict[str, tuple[AdaptConfig, str]]:
+    """name → (config, what it is). Rounds: 3 for the method and baselines, 1 for the ablations."""
+    d, u, a = base.device, base.device.uts, base.akd
+    main = replace(base, domain=main_domain)
+    one = replace(main, rounds=1)
+    out = {
+        "UTS+AKD+DWC (ours)": (main, "method"),
+        "ours, fp32 delta": (replace(main, codec=dwc.CodecConfig("fp32")), "baseline: uncompressed downlink"),
+        "send everything": (replace(main, device=replace(d, upload_rho=1.0, uts=replace(u, gate=False, drop=0.0)),
+                                    codec=dwc.CodecConfig("full")), "baseline"),
+        "random subset, same budget": (main, "baseline"),  # random_quota filled from the method's run
+        "pseudo-labels only": (replace(main, akd=replace(a, lambda_kd=0.0)), "baseline"),
+        "full fine-tuning": (replace(main, akd=replace(a, trainable="full", lr=3e-4)), "baseline"),
+        "gate only (no token drop)": (replace(one, device=replace(d, uts=replace(u, drop=0.0))), "ablation"),
+        "token drop only (no gate)": (replace(one, device=replace(d, uts=replace(u, gate=False))), "ablation"),
+        "drop ratio 0.5": (replace(one, device=replace(d, uts=replace(u, drop=0.5))), "ablation"),
+        "KD only (no CE)": (replace(one, akd=replace(a, lambda_ce=0.0)), "ablation"),
+        "Cdcca magnitude ranking": (replace(one, device=replace(d, uts=replace(u, ranking="magnitude"))), "ablation"),
+    }
+    for dom in others:
+        out[f"ours on {dom}"] = (replace(main, domain=dom), "method, other domain")
+    return out
+
+
+def summarise(name: str, kind: str, rec: dict, teacher: float) -> dict:
+    rounds = rec["rounds"]
+    first, last = rec["device_accuracy_before"], rounds[-1]["accuracy_after"]
+    gap = teacher - first
+    return {"config": name, "kind": kind, "domain": rec["domain"], "rounds": len(rounds),
+            "cider_before": first, "cider_after": last, "teacher": teacher,
+            "gap_recovered": (last - first) / gap if gap > 0 else None,
+            "source_before": rec["device_source_accuracy_before"], "source_after": rounds[-1]["source_accuracy_after"],
+            "uplink_kB": rec["uplink_bytes"] / 1e3,
+            "uplink_vs_everything": rec["uplink_bytes"] / rec["send_everything_uplink_bytes"],
+            "max_downlink_kB": max(r["downlink_bytes"] for r in rounds) / 1e3,
+            "downlink_vs_fp32": max(r["downlink_bytes"] for r in rounds) / rec["full_weights_bytes"],
+            "sent": sum(r["samples_sent"] for r in rounds), "seen": sum(r["samples_seen"] for r in rounds),
+            "seconds": rec["seconds"], "errors": sum("error" in r for r in rounds)}
+
+
+class CodecProbe:
+    """The 'each downlink codec' ablation: on the fp32-delta run, re-encode each round's exact ΔW with every codec,
+    apply it to the pre-round weights of a copy, and score the target domain (gain kept vs the fp32 delta)."""
+
+    def __init__(self, cfg: AdaptConfig, rounds: int = 1):
+        self.clips = eval_clips(cfg.domain, cfg.eval_clips)
+        self.prev, self.prev_acc, self.rows, self.rounds = None, None, [], rounds
+
+    def __call__(self, rec: dict, device) -> None:
+        names = device.update_names
+        now = named_tensors(device.model, names)
+        if self.prev is not None and rec["round"] <= self.rounds:
+            delta = {n: now[n] - self.prev[n] for n in names}
+            shapes = {n: tuple(now[n].shape) for n in names}
+            for codec in CODECS:
+                blobs, layout = dwc.encode_delta(delta, codec, names)
+                dec = dwc.decode_delta(blobs, layout, names, shapes)
+                load_tensors(device.model, {n: self.prev[n] + dec[n] for n in names})
+                acc = cider(device_captions(device.model, self.clips), self.clips)
+                gain, full_gain = acc - self.prev_acc, rec["accuracy_after"] - self.prev_acc
+                self.rows.append({"round": rec["round"], "codec": codec.label,
+                                  "bytes": sum(t.numel() * t.element_size() for t in blobs.values()),
+                                  "fp32_bytes": 4 * sum(t.numel() for t in delta.values()),
+                                  "cider": acc, "gain_kept": gain / full_gain if full_gain > 0 else None})
+            load_tensors(device.model, now)  # the run continues with its own (fp32) weights
+        self.prev, self.prev_acc = now, rec["accuracy_after"]
+
+
+def scale_on_paper(main: dict, fps: float = 8.0, frames: int = 16, rounds_per_hour: float = 1.0,
+                   devices: tuple[int, ...] = (1, 10, 100, 1000)) -> tuple[list[dict], list[str]]:
+    """Bytes per device per hour and cloud compute from the method's measured per-sample / per-round numbers."""
+    rounds = main["rounds"]
+    seen = sum(r["samples_seen"] for r in rounds)
+    up_per_sample = main["uplink_bytes"] / seen  # averaged over sent and not-sent samples
+    down = sum(r["downlink_bytes"] for r in rounds) / len(rounds)
+    train = sum(r["train"]["train_seconds"] + r["train"]["label_seconds"] for r in rounds if "train" in r) / len(rounds)
+    clips_per_hour = 3600 * fps / frames
+    everything = main["send_everything_uplink_bytes"] / seen
+    rows = []
+    for n in devices:
+        cloud_s = n * rounds_per_hour * train
+        rows.append({"devices": n, "uplink_MB_per_device_h": clips_per_hour * up_per_sample / 1e6,
+                     "send_everything_MB_per_device_h": clips_per_hour * everything / 1e6,
+                     "downlink_MB_per_device_h": rounds_per_hour * down / 1e6,
+                     "cloud_ingress_Mbit_s": n * clips_per_hour * up_per_sample * 8 / 3600 / 1e6,
+                     "cloud_cpu_s_per_h": cloud_s, "machines_2core": cloud_s / 3600})
+    notes = [f"stream {fps:g} fps, {frames}-frame clips → {clips_per_hour:.0f} clips/h per device; the gate's measured "
+             f"upload rate {sum(r['samples_sent'] for r in rounds) / seen:.0%}; {rounds_per_hour:g} round/h",
+             f"cloud work per device-round (measured): {train:.0f} s (teacher labelling + AKD) on this machine, "
+             f"one round at a time; one 2-core machine keeps up with ≈ {3600 / max(train, 1e-9) / rounds_per_hour:.0f} "
+             f"devices at this rate — beyond that, rounds queue (a pool of training workers is needed)"]
+    return rows, notes
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="tiny smoke run (2 clips, 1 round, 2 steps)")
+    p.add_argument("--domain", default="night")
+    p.add_argument("--others", default="palette,haze", help="other domains for the method alone")
+    p.add_argument("--only", default=None, help="semicolon-separated config names to run")
+    p.add_argument("--fresh", action="store_true", help="ignore the partial results")
+    p.add_argument("--threads", type=int, default=1)
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    base = AdaptConfig(rounds=3, stream=12, eval_clips=32, source_clips=32, akd=AKDConfig(steps=16, batch=8))
+    if args.quick:
+        base = replace(base, rounds=1, stream=2, eval_clips=2, source_clips=2, akd=AKDConfig(steps=2, batch=2),
+                       device=DeviceConfig(uts=UTSConfig(passes=3)))
+    others = [x for x in args.others.split(",") if x]
+    todo = configs(base, args.domain, others)
+    if args.only:
+        todo = {k: v for k, v in todo.items() if k in args.only.split(";")}
+    done = {} if args.fresh or args.quick or not PARTIAL.is_file() else json.loads(PARTIAL.read_text())
+    pocket, teacher = base.files()
+    probe = CodecProbe(replace(base, domain=args.domain))
+    t0 = time.perf_counter()
+    with EmbeddedCloud(pocket, teacher, threads=args.threads) as cloud:
+        for i, (name, (cfg, kind)) in enumerate(todo.items()):
+            if name in done:
+                continue
+            if name == "random subset, same budget":
+                ours = done.get("UTS+AKD+DWC (ours)")
+                if ours is None:
+                    continue
+                quota = tuple(r["samples_sent"] for r in ours["rounds"])
+                cfg = replace(cfg, random_quota=quota, device=replace(cfg.device, uts=replace(cfg.device.uts,
+                                                                                              ranking="random")))
+            cfg = replace(cfg, device=replace(cfg.device, device_id=f"bench-{i}"),
+                          teacher_eval=name in ("UTS+AKD+DWC (ours)",) or name.startswith("ours on "))
+            print(f"\n=== {name} ({cfg.domain}, {cfg.rounds} rounds) ===", flush=True)
+            hook = probe if name == "ours, fp32 delta" else None
+            rec = run_adaptation(cfg, cloud.url, cloud.token, progress=True, on_round=hook)
+            rec.pop("trace")
+            rec["kind"] = kind
+            if hook is not None:
+                rec["codec_probe"] = probe.rows
+            done[name] = rec
+            if not args.quick:
+                PARTIAL.write_text(json.dumps(done, default=float))
+    teacher_acc = {rec["domain"]: rec["teacher_accuracy"] for rec in done.values() if "teacher_accuracy" in rec}
+    rows = [summarise(name, rec["kind"], rec, teacher_acc.get(rec["domain"], float("nan")))
+            for name, rec in done.items()]
+    for dom, acc in teacher_acc.items():
+        src = next(r["teacher_source_accuracy"] for r in done.values() if r.get("teacher_accuracy") == acc)
+        rows.append({"config": "teacher (upper bound)", "kind": "baseline", "domain": dom, "rounds": 0,
+                     "cider_before": acc, "cider_after": acc, "teacher": acc, "source_before": src,
+                     "source_after": src})
+    columns = [("config", "configuration", "{}"), ("kind", "kind", "{}"), ("domain", "domain", "{}"),
+               ("rounds", "rounds", "{}"), ("cider_before", "CIDEr before", "{:.3f}"),
+               ("cider_after", "CIDEr after", "{:.3f}"), ("teacher", "teacher", "{:.3f}"),
+               ("gap_recovered", "gap recovered", "{:.0%}"), ("source_before", "source before", "{:.3f}"),
+               ("source_after", "source after", "{:.3f}"), ("uplink_kB", "uplink kB", "{:.0f}"),
+               ("uplink_vs_everything", "uplink / send-everything", "{:.1%}"),
+               ("max_downlink_kB", "max downlink kB/round", "{:.1f}"),
+               ("downlink_vs_fp32", "downlink / fp32 weights", "{:.4f}"), ("sent", "samples sent", "{}"),
+               ("seen", "samples seen", "{}"), ("seconds", "seconds", "{:.0f}")]
+    print_table(rows, columns, "cloud-device adaptation")
+    probe_rows = next((r.get("codec_probe", []) for r in done.values() if r.get("codec_probe")), [])
+    pcols = [("round", "round", "{}"), ("codec", "codec", "{}"), ("bytes", "bytes", "{}"),
+             ("fp32_bytes", "fp32 bytes", "{}"), ("cider", "CIDEr", "{:.3f}"), ("gain_kept", "gain kept", "{:.0%}")]
+    print_table(probe_rows, pcols, "each downlink codec on the same ΔW")
+    ours = done.get("UTS+AKD+DWC (ours)")
+    scale_rows, scale_notes = scale_on_paper(ours) if ours and not args.quick else ([], [])
+    scols = [("devices", "devices", "{}"), ("uplink_MB_per_device_h", "uplink MB/device/h", "{:.2f}"),
+             ("send_everything_MB_per_device_h", "send-everything MB/device/h", "{:.0f}"),
+             ("downlink_MB_per_device_h", "downlink MB/device/h", "{:.3f}"),
+             ("cloud_ingress_Mbit_s", "cloud ingress Mbit/s", "{:.2f}"),
+             ("cloud_cpu_s_per_h", "cloud CPU s/h", "{:.0f}"), ("machines_2core", "2-core machines", "{:.1f}")]
+    print_table(scale_rows, scols, "scale on paper")
+    if args.quick:
+        return 0
+    meta = {"base": json.loads(json.dumps(asdict(base), default=str)), "metric": "CIDEr",
+            "elapsed_s": time.perf_counter() - t0, "machine": machine_info()}
+    save_results("cloud_device", rows, columns, meta, title="Cloud-device adaptation (issue 13)")
+    save_results("cloud_device_codecs", probe_rows, pcols, {}, title="Downlink codecs on the same ΔW")
+    save_results("cloud_device_scale", scale_rows, scols, {}, title="Scale on paper", notes=scale_notes)
+    (RESULTS_DIR / "cloud_device.runs.json").write_text(json.dumps(done, indent=1, default=float))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
