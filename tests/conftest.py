@@ -28,3 +28,20 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def tiny_adapt_files(tmp_path_factory) -> tuple[Path, Path]:
+    """(pocket, teacher) checkpoints for cloud-device tests, built from the random-init `tinyvlm-debug`: the
+    pocket is C(s=0, b=8, ρ=0.1) of it, the teacher another random TinyVLM of the same config."""
+    import torch
+    from workbench.methods import ucop
+    from workbench.models.io import save_checkpoint
+    from workbench.models.registry import create_model
+    from workbench.models.tinyvlm import TinyVLM
+    root = tmp_path_factory.mktemp("adapt-files")
+    base = create_model("tinyvlm-debug")
+    ucop.save_pocket(ucop.compress(base, ucop.UCOPConfig(bits=8, rho=0.1)), root / "pocket.safetensors")
+    torch.manual_seed(1)
+    save_checkpoint(TinyVLM(base.cfg).eval(), root / "teacher.safetensors")
+    return root / "pocket.safetensors", root / "teacher.safetensors"

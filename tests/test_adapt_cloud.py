@@ -23,10 +23,6 @@ from workbench.adapt.device import Device, DeviceConfig, DownlinkRejected
 from workbench.adapt.run import EmbeddedCloud, free_port
 from workbench.adapt.uts import UTSConfig
 from workbench.data.shifts import shifted_clip
-from workbench.methods import ucop
-from workbench.models.io import save_checkpoint
-from workbench.models.registry import create_model
-from workbench.models.tinyvlm import TinyVLM
 
 AKD = AKDConfig(steps=2, batch=2, rank=2)
 CODEC = dwc.CodecConfig("topk", density=0.2, bits=4)
@@ -36,13 +32,8 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory):
-    root = tmp_path_factory.mktemp("cloud-files")
-    base = create_model("tinyvlm-debug")
-    ucop.save_pocket(ucop.compress(base, ucop.UCOPConfig(bits=8, rho=0.1)), root / "pocket.safetensors")
-    torch.manual_seed(1)
-    save_checkpoint(TinyVLM(base.cfg).eval(), root / "teacher.safetensors")
-    return root / "pocket.safetensors", root / "teacher.safetensors"
+def files(tiny_adapt_files):
+    return tiny_adapt_files
 
 
 @pytest.fixture(scope="module")

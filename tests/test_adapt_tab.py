@@ -5,13 +5,8 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 import pytest
-import torch
 
 from workbench.errors import InputError
-from workbench.methods import ucop
-from workbench.models.io import save_checkpoint
-from workbench.models.registry import create_model
-from workbench.models.tinyvlm import TinyVLM
 from workbench.ui import adapt_callbacks as ac
 from workbench.viz import adapt as va
 
@@ -36,22 +31,12 @@ def test_figures_are_pure_functions_of_tables():
         ac.session_config("night", 9, 1)
 
 
-@pytest.fixture(scope="module")
-def tiny_files(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tab-files")
-    base = create_model("tinyvlm-debug")
-    ucop.save_pocket(ucop.compress(base, ucop.UCOPConfig(bits=8, rho=0.1)), root / "pocket.safetensors")
-    torch.manual_seed(2)
-    save_checkpoint(TinyVLM(base.cfg).eval(), root / "teacher.safetensors")
-    return str(root / "pocket.safetensors"), str(root / "teacher.safetensors")
-
-
-def test_tab_standalone_on_a_real_server(tiny_files):
+def test_tab_standalone_on_a_real_server(tiny_adapt_files):
     import gradio as gr
     from gradio_client import Client
     from workbench.ui.adapt_tab import build_adapt_tab
     with gr.Blocks() as demo:
-        build_adapt_tab(*tiny_files, quick=True)
+        build_adapt_tab(*map(str, tiny_adapt_files), quick=True)
     demo.queue().launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
     try:
         client = Client(demo.local_url, verbose=False)

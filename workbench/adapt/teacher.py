@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import time
 from dataclasses import asdict, dataclass
 
@@ -38,6 +37,7 @@ from workbench.adapt.tokens import encode_frames
 from workbench.data.shapesworld import make_clip
 from workbench.data.shifts import domain_seeds, shifted_clip
 from workbench.models.tinyvlm import TinyVLM
+from workbench.training.decoder_fit import lr_at  # same schedule (warm-up + cosine), same field names
 
 
 @dataclass(frozen=True)
@@ -52,13 +52,6 @@ class TeacherConfig:
     drop_range: tuple[float, float] = (0.0, 0.4)
     domains: tuple[str, ...] = ("night", "palette", "haze", "source")
     seed: int = 0
-
-
-def lr_at(cfg: TeacherConfig, step: int) -> float:
-    """Linear warm-up, then cosine to lr · min_lr_ratio."""
-    warm = min(1.0, (step + 1) / max(1, cfg.warmup))
-    cos = 0.5 * (1 + math.cos(math.pi * min(step / max(1, cfg.steps), 1.0)))
-    return cfg.lr * warm * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * cos)
 
 
 def teacher_batch(cfg: TeacherConfig, step: int, patches: int = 196):

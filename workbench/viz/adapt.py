@@ -132,3 +132,16 @@ def delta_figure(layers: pl.DataFrame, title: str = "downlink ΔW per trained te
     fig.update_layout(**base_layout(title, 520))
     fig.update_xaxes(tickangle=60, tickfont=dict(size=8), row=2, col=1)
     return fig
+
+
+def domains_figure(frames: dict[str, np.ndarray], title: str = "one frame per domain") -> go.Figure:
+    """frames: domain name → frame (3, H, W) or (H, W, 3); one image per domain side by side."""
+    if not frames:
+        return message_figure("no frames", title)
+    fig = make_subplots(rows=1, cols=len(frames), subplot_titles=list(frames), horizontal_spacing=0.02)
+    for i, f in enumerate(frames.values(), start=1):
+        fig.add_image(z=to_rgb_image(f), row=1, col=i)
+    fig.update_layout(**base_layout(title, 300))
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    return fig
