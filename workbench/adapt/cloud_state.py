@@ -35,7 +35,7 @@ from workbench.adapt.akd import AKDConfig, LabelledSample, label_sample, make_al
 from workbench.adapt.device import build_student, file_sha256
 from workbench.adapt.lora import load_tensors, trainable_names
 from workbench.errors import InputError
-from workbench.models.io import load_checkpoint
+from workbench.adapt.teacher import load_teacher
 
 _ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
@@ -91,6 +91,7 @@ class DeviceRecord:
     hash: str
     round: int
     names: list[str]
+    domain: str = "source"
     labels: dict[str, LabelledSample] = field(default_factory=dict)
     last_train: dict = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -103,7 +104,7 @@ class CloudState:
         (self.root / "devices").mkdir(parents=True, exist_ok=True)
         self.pocket = Path(pocket)
         self.pocket_sha256 = file_sha256(self.pocket)
-        self.teacher = load_checkpoint(teacher)
+        self.teacher = load_teacher(teacher)
         self.devices: dict[str, DeviceRecord] = {}
         self.train_lock = threading.Lock()  # one training at a time on this machine
 
@@ -128,12 +129,16 @@ class CloudState:
         if not 1 <= rank <= 64:
             raise InputError("registration", f"adapter rank must be 1..64, not {rank}")
         akd, codec = _config(AKDConfig, body.get("akd") or {}), _config(dwc.CodecConfig, body.get("codec") or {})
+        domain = str(body.get("domain", "source"))
+        if not _ID.match(domain):
+            raise InputError("registration", f"bad domain {domain!r}")
+        teacher = self.teacher.for_domain(domain)
         student = build_student(self.pocket, rank, alpha, seed)
         kind = "full" if codec.name == "full" else akd.trainable
         names = sorted(trainable_names(student, kind))
         committed = {k: v.detach().clone() for k, v in student.state_dict().items()}
-        return DeviceRecord(device_id, self._dir(device_id), akd, codec, student, make_align(student, self.teacher,
-                            akd.seed), committed, wire.state_hash(committed), -1, names)
+        return DeviceRecord(device_id, self._dir(device_id), akd, codec, student, make_align(student, teacher,
+                            akd.seed), committed, wire.state_hash(committed), -1, names, domain)
 
     def register(self, device_id: str, body: dict) -> DeviceRecord:
         """Create (or re-open after a restart) a device's record; the device's hash must match the cloud's copy."""
@@ -231,7 +236,7 @@ class CloudState:
         samples = self.samples(rec, index)
         for ts in samples:
             if ts.sample_id not in rec.labels:
-                rec.labels[ts.sample_id] = label_sample(self.teacher, ts)
+                rec.labels[ts.sample_id] = label_sample(self.teacher.for_domain(rec.domain), ts)
         labelled = [rec.labels[ts.sample_id] for ts in samples]
         t_label = time.perf_counter() - t0
         load_tensors(rec.student, {k: v for k, v in rec.committed.items()

@@ -141,11 +141,12 @@ class Device:
                   metadata={"hash": self.hash, "round": str(self.round)})
         os.replace(tmp, path)
 
-    def registration(self, akd: dict, codec: dict) -> dict:
-        """The body of the cloud registration: pocket identity, adapters, requested AKD and codec, weights hash."""
+    def registration(self, akd: dict, codec: dict, domain: str = "source") -> dict:
+        """The body of the cloud registration: pocket identity, adapters, requested AKD and codec, the
+        deployment's domain (the cloud picks its specialist teacher), weights hash."""
         return {"pocket_sha256": self.pocket_sha256, "adapter": {"rank": self.cfg.adapter_rank,
                 "alpha": self.cfg.adapter_alpha, "seed": self.cfg.adapter_seed}, "akd": akd, "codec": codec,
-                "hash": self.hash, "round": self.round}
+                "domain": domain, "hash": self.hash, "round": self.round}
 
     # ---- uplink --------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -192,11 +193,11 @@ class Device:
         self.update_names = sorted(trainable_names(self.model, kind))
         return self.update_names
 
-    def register(self, client: CloudClient, akd, codec) -> dict:
-        """Register with the cloud for AKD config `akd` and downlink codec `codec` (idempotent)."""
+    def register(self, client: CloudClient, akd, codec, domain: str = "source") -> dict:
+        """Register with the cloud for AKD config `akd`, downlink codec `codec` and `domain` (idempotent)."""
         from dataclasses import asdict
         self.agree(akd, codec)
-        return client.register(self.cfg.device_id, self.registration(asdict(akd), asdict(codec)))
+        return client.register(self.cfg.device_id, self.registration(asdict(akd), asdict(codec), domain))
 
     def apply_downlink(self, data: bytes) -> dict:
         """Verify and apply one downlink payload, all or nothing; returns its summary."""

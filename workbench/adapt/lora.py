@@ -9,7 +9,9 @@ adapters from a seed and name tensors the same way on both ends of the wire, and
 `nn.Linear`s that STTF's partial encoder calls directly — a module swap keeps every call site working.
 
 `trainable_names(model, "adapters")` = LoRA A/B + every LayerNorm weight/bias + every bias of the blocks'
-projections + the projector (the set Cdcca names, with the LoRA rank actually set); "full" = every parameter.
+projections + the projector (the set Cdcca names, with the LoRA rank actually set) + the patch stems (the
+encoder's input projections, 24.6 k weights for RGB: the layer a sensor shift hits first; like the projector
+they are small enough to train in full); "full" = every parameter.
 
     >>> import torch
     >>> from workbench.models.registry import create_model
@@ -73,7 +75,7 @@ def add_adapters(model: TinyVLM, rank: int = 8, alpha: float = 16.0, seed: int =
 
 
 _ADAPTER_SET = [r"lora_[AB]$", r"(^|\.)(ln1|ln2|norm)\.(weight|bias)$",
-                r"\.(qkv_proj|out_proj|fc1|fc2)\.bias$", r"^projector\.weight$"]
+                r"\.(qkv_proj|out_proj|fc1|fc2)\.bias$", r"^projector\.weight$", r"^encoder\.stems\.\w+\.(weight|bias)$"]
 
 
 def trainable_names(model: TinyVLM, kind: str = "adapters") -> list[str]:

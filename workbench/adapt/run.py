@@ -204,22 +204,22 @@ def run_adaptation(cfg: AdaptConfig, cloud_url: str | None = None, token: str | 
 
 
 def _run(cfg, client, pocket, teacher_path, state_dir, progress, on_round) -> dict:
-    from workbench.models.io import load_checkpoint
+    from workbench.adapt.teacher import load_teacher
     from workbench.methods import ucop
     t_start = time.perf_counter()
     device = Device(pocket, state_dir, cfg.device)
-    device.register(client, cfg.akd, cfg.codec)
+    device.register(client, cfg.akd, cfg.codec, cfg.domain)
     evaluate = Evaluator(cfg)
     run_id = hashlib.sha256(json.dumps(asdict(cfg), sort_keys=True, default=str).encode()).hexdigest()[:12]
     record = {"domain": cfg.domain, "metric": "CIDEr", "config": json.loads(json.dumps(asdict(cfg), default=str)),
               "full_weights_bytes": ucop.analytic_bytes(device.model, ucop.UCOPConfig())["total"],
               "pocket_file_bytes": pocket.stat().st_size}
     if cfg.teacher_eval:
-        teacher = load_checkpoint(teacher_path)
-        record["teacher_accuracy"] = cider(token_captions(teacher, evaluate.target, device.model.compression.cfg.rho),
+        teacher, rho = load_teacher(teacher_path), device.model.compression.cfg.rho
+        record["teacher_accuracy"] = cider(token_captions(teacher.for_domain(cfg.domain), evaluate.target, rho),
                                            evaluate.target)
-        record["teacher_source_accuracy"] = cider(token_captions(teacher, evaluate.source,
-                                                                 device.model.compression.cfg.rho), evaluate.source)
+        record["teacher_source_accuracy"] = cider(token_captions(teacher.for_domain("source"), evaluate.source, rho),
+                                                  evaluate.source)
         del teacher
     acc, src = evaluate(device.model)
     record.update(device_accuracy_before=acc, device_source_accuracy_before=src)

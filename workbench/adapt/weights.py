@@ -1,12 +1,12 @@
 """Build the cloud-device weights shipped in `data/weights/`: the pocket device checkpoint and the teacher.
 
-    python -m workbench.adapt.weights            # both (teacher ≈ 10–20 min on 2 cores), then their eval
+    python -m workbench.adapt.weights            # both (≈ 2 min), then their eval (≈ 5 min)
     python -m workbench.adapt.weights --pocket   # only the pocket checkpoint (seconds)
 
 - `tinyvlm-shapes-pocket.safetensors`: C(s = 0.3, b = 4 per output channel, ρ = 0.1) of `tinyvlm-shapes`
   (`methods.ucop`), stored compressed — what a device downloads.
-- `tinyvlm-shapes-teacher.safetensors`: `teacher.train_teacher` from `tinyvlm-shapes` (recipe in that module),
-  with its training log `tinyvlm-shapes-teacher.log.jsonl`.
+- `tinyvlm-shapes-teacher.safetensors`: the per-domain teacher stems over `tinyvlm-shapes` (`teacher.py`:
+  closed-form ridge refits of the RGB stem on paired clean/shifted renders).
 - `cloud-device.eval.json`: CIDEr of the full model, the pocket device and the teacher on every domain's
   held-out clips (the numbers of the README model cards).
 """
@@ -44,19 +44,13 @@ def build_pocket(out: Path) -> dict:
             "full_fp32_bytes": ucop.analytic_bytes(base, ucop.UCOPConfig())["total"]}
 
 
-def build_teacher(out: Path, steps: int) -> dict:
-    """Train the teacher from the shipped model and write it with its log."""
-    from workbench.adapt.teacher import TeacherConfig, train_teacher
-    from workbench.models.io import save_checkpoint
+def build_teacher(out: Path) -> dict:
+    """Fit the per-domain teacher stems of the shipped model and write the teacher file."""
+    from workbench.adapt.teacher import TeacherConfig, build_teacher as fit, save_teacher
     from workbench.models.registry import create_model
-    from dataclasses import replace
-    model = create_model("tinyvlm-shapes")
-    log_path = out / TEACHER_FILE.replace(".safetensors", ".log.jsonl")
-    with open(log_path, "w") as f:
-        rec = train_teacher(model, TeacherConfig(steps=steps), log=lambda r: f.write(json.dumps(r) + "\n"))
-    model.cfg = replace(model.cfg, name="tinyvlm-shapes-teacher")
-    save_checkpoint(model, out / TEACHER_FILE, {"recipe": "workbench.adapt.teacher", **rec})
-    return rec
+    tensors, info = fit(create_model("tinyvlm-shapes"), TeacherConfig())
+    save_teacher(out / TEACHER_FILE, tensors, "tinyvlm-shapes", {"recipe": "workbench.adapt.teacher", **info})
+    return info
 
 
 def evaluate(out: Path, n: int) -> dict:
@@ -64,11 +58,11 @@ def evaluate(out: Path, n: int) -> dict:
     from workbench.adapt.evaluation import cider, device_captions, eval_clips, token_captions
     from workbench.data.shifts import DOMAINS
     from workbench.methods import ucop
-    from workbench.models.io import load_checkpoint
+    from workbench.adapt.teacher import load_teacher
     from workbench.models.registry import create_model
     full = create_model("tinyvlm-shapes")
     pocket = ucop.load_pocket(out / POCKET_FILE).model()
-    teacher = load_checkpoint(out / TEACHER_FILE) if (out / TEACHER_FILE).is_file() else None
+    teacher = load_teacher(out / TEACHER_FILE) if (out / TEACHER_FILE).is_file() else None
     rho = pocket_config().rho
     res = {"n_clips": n, "metric": "CIDEr", "date": time.strftime("%Y-%m-%d %H:%M"),
            "machine": f"{platform.machine()} {platform.processor()}".strip(), "torch": torch.__version__}
@@ -77,7 +71,7 @@ def evaluate(out: Path, n: int) -> dict:
         row = {"full": cider(device_captions(full, clips), clips),
                "pocket": cider(device_captions(pocket, clips), clips)}
         if teacher is not None:
-            row["teacher"] = cider(token_captions(teacher, clips, rho), clips)
+            row["teacher"] = cider(token_captions(teacher.for_domain(dom), clips, rho), clips)
         res[dom] = row
         print(dom, row, flush=True)
     return res
@@ -86,7 +80,6 @@ def evaluate(out: Path, n: int) -> dict:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--pocket", action="store_true", help="only the pocket checkpoint")
-    p.add_argument("--steps", type=int, default=600, help="teacher steps (default 600)")
     p.add_argument("--eval-clips", type=int, default=48, help="held-out clips per domain (default 48)")
     p.add_argument("--out", default=str(weights_dir()))
     args = p.parse_args(argv)
@@ -94,7 +87,7 @@ def main(argv=None) -> int:
     record = {"pocket": build_pocket(out)}
     print(record, flush=True)
     if not args.pocket:
-        record["teacher"] = build_teacher(out, args.steps)
+        record["teacher"] = build_teacher(out)
     record["eval"] = evaluate(out, args.eval_clips)
     (out / EVAL_FILE).write_text(json.dumps(record, indent=2))
     return 0
