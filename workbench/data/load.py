@@ -109,6 +109,28 @@ def events_to_clip(stream: EventStream, window: EventWindow = EventWindow(), sam
                       "num_events": int(len(sel)), "window_us": (int(t0), int(t1)), **meta})
 
 
+def input_file(source: str | os.PathLike) -> Path:
+    """The path of a user's input file, or an InputError saying why it cannot be one (missing, a folder, empty)."""
+    path = Path(source)
+    if not path.exists():
+        raise InputError(path, "no such file (or a seed like 'shapes:7' / 'gesture:3')")
+    if path.is_dir():
+        raise UnsupportedFormatError(path, "is a folder; give a video or an event file")
+    if path.stat().st_size == 0:
+        raise EmptyInputError(path, "the file is empty (0 bytes)")
+    return path
+
+
+def is_event_file(path: Path) -> bool:
+    """True when the content is a supported event format (sniffed; anything else is tried as a video)."""
+    from workbench.data.readers import sniff_format
+    try:
+        sniff_format(path)
+    except UnsupportedFormatError:
+        return False
+    return True
+
+
 def load_clip(source: str | int | os.PathLike, n_frames: int = 16, start_s: float = 0.0,
               duration_s: float | None = None, fps: float | None = None, fit: str = "crop") -> Clip:
     """Load any supported input as a Clip (see module docstring). Raises `InputError` subclasses on bad input.
@@ -126,17 +148,9 @@ def load_clip(source: str | int | os.PathLike, n_frames: int = 16, start_s: floa
     if m:
         kind, seed = m.group(1) or "shapes", int(m.group(2))
         return gestures.make_gesture_clip(seed) if kind == "gesture" else shapesworld.make_clip(seed, n_frames)
-    path = Path(source)
-    if not path.exists():
-        raise InputError(path, "no such file (or a seed like 'shapes:7' / 'gesture:3')")
-    if path.is_dir():
-        raise UnsupportedFormatError(path, "is a folder; give a video or an event file")
-    if path.stat().st_size == 0:
-        raise EmptyInputError(path, "the file is empty (0 bytes)")
-    from workbench.data.readers import read_events, sniff_format
-    try:
-        sniff_format(path)
-    except UnsupportedFormatError:
+    path = input_file(source)
+    from workbench.data.readers import read_events
+    if not is_event_file(path):
         from workbench.data.video import VideoSampling, read_video
         sampling = VideoSampling(n_frames=None if fps else n_frames, fps=fps, start_s=start_s, duration_s=duration_s,
                                  fit=fit)

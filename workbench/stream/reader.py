@@ -90,17 +90,10 @@ def open_stream(source: str | int | os.PathLike, fps: float | str | None = None,
     if m:
         from workbench.data.load import load_clip
         return clip_stream(load_clip(str(source)))
-    path = Path(source)
-    if not path.exists():
-        raise InputError(path, "no such file (or a seed like 'shapes:7' / 'gesture:3')")
-    if path.is_dir():
-        raise UnsupportedFormatError(path, "is a folder; give a video or an event file")
-    if path.stat().st_size == 0:
-        raise EmptyInputError(path, "the file is empty (0 bytes)")
-    from workbench.data.readers import read_events, sniff_format
-    try:
-        sniff_format(path)
-    except UnsupportedFormatError:
+    from workbench.data.load import input_file, is_event_file
+    from workbench.data.readers import read_events
+    path = input_file(source)
+    if not is_event_file(path):
         return video_stream(path, rate, fit, start_s, duration_s)
     return event_stream(read_events(path), rate or EVENT_FPS, fit, start_s, duration_s, norm_frames)
 

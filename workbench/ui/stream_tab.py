@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from workbench.errors import CheckpointError, InputError
+from workbench.errors import InputError
 from workbench.ui import stream_callbacks as sc
 from workbench.ui.methods import METHOD_LABELS, MethodSpec
 from workbench.viz.style import message_figure
@@ -22,12 +22,8 @@ INTRO = ("Stream mode: a long video (or event recording) is read frame by frame 
 
 
 def _error(e: Exception) -> gr.Error:
-    if isinstance(e, (InputError, CheckpointError)):
-        return gr.Error(str(e), duration=None)
-    import logging
-    logging.getLogger(__name__).exception("stream callback failed")
-    return gr.Error(f"internal error ({type(e).__name__}: {e}); the app keeps running — please report it",
-                    duration=None)
+    from workbench.ui.layout import _user_error  # the app's one rule for messages (imported late: layout imports us)
+    return _user_error(e)
 
 
 def build_stream_tab(model_name: str = "tinyvlm-shapes", anc_module=None) -> None:
