@@ -53,15 +53,15 @@ def area_share(vt, mask: np.ndarray) -> float:
 
 
 @torch.no_grad()
-def on_object_shares(model, seeds: Iterable[int], methods: dict, encoder=None) -> pl.DataFrame:
+def on_object_shares(model, seeds: Iterable[int], methods: dict, encoder=None, num_frames: int = 16) -> pl.DataFrame:
     """One row per (clip, colour question, method, pruning point): share of kept tokens on the queried object,
     the object's area share, tokens kept and recycled. `encoder`: an encoder-side method (default dense)."""
     from workbench.pipeline import Dense
     encoder = encoder or Dense()
     rows = []
     for seed in seeds:
-        clip = shapesworld.make_clip(seed)
-        scene = shapesworld.sample_scene(seed)
+        clip = shapesworld.make_clip(seed, num_frames)
+        scene = shapesworld.sample_scene(seed, num_frames)
         masks = object_patch_masks(scene)
         frames = torch.from_numpy(np.ascontiguousarray(clip.frames))[None]
         vt, _ = encoder.visual_tokens(model, frames, clip.modality, clip)

@@ -24,8 +24,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from workbench.errors import InputError
-from workbench.methods.ops.prune import top_slots
-from workbench.methods.prune_schedule import PruneSchedule, kept_for
+from workbench.methods.prune_schedule import PruneSchedule, select_top
 from workbench.models.decoder_protocol import SETTINGS, PruneView, Selection
 
 SCORERS = ("last", "all")
@@ -68,12 +67,7 @@ class FastVPlan:
         else:
             rows = torch.arange(length).expand(b, -1)
         p = view.visual_columns(view.attention(rows, torch.ones_like(rows, dtype=torch.bool)))  # (B, R, n)
-        scores = p.mean(1)
-        present = view.visual_valid.sum(1)
-        target = self.schedule.targets(0, view.n_input, present, self.depth)
-        k = kept_for(target, present, recycle=False)
-        keep, keep_valid = top_slots(scores, view.visual_valid, k)
-        return Selection(keep, keep_valid, scores, renormalize=self.cfg.renormalize)
+        return select_top(view, p.mean(1), self.schedule, self.depth, self.cfg.renormalize)
 
 
 @dataclass(frozen=True)

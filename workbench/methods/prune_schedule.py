@@ -125,3 +125,14 @@ def kept_for(target: torch.Tensor, present: torch.Tensor, recycle: bool, frac: f
                 k += 1
         out.append(max(1, min(k, n)))
     return torch.tensor(out, dtype=torch.long)
+
+
+def select_top(view, scores: torch.Tensor, schedule: PruneSchedule, depth: int, renormalize: bool = False):
+    """The Selection keeping the top-scoring visual slots up to the schedule's budget at this point (no recycling):
+    FastV's and the random control's whole decision once their scores are known."""
+    from workbench.methods.ops.prune import top_slots
+    from workbench.models.decoder_protocol import Selection
+    present = view.visual_valid.sum(1)
+    target = schedule.targets(view.point_index, view.n_input, present, depth)
+    keep, keep_valid = top_slots(scores, view.visual_valid, kept_for(target, present, recycle=False))
+    return Selection(keep, keep_valid, scores, renormalize=renormalize)

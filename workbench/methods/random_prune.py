@@ -19,8 +19,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from workbench.methods.ops.prune import top_slots
-from workbench.methods.prune_schedule import PruneSchedule, explicit_budgets, kept_for
+from workbench.methods.prune_schedule import PruneSchedule, explicit_budgets, select_top
 from workbench.models.decoder_protocol import PruneView, Selection
 
 
@@ -57,11 +56,7 @@ class RandomPrunePlan:
         b, n = view.visual_valid.shape
         g = torch.Generator().manual_seed(self.cfg.seed * 1009 + view.point_index)
         scores = torch.rand(n, generator=g).expand(b, -1)  # one draw per point, the same for every sample
-        present = view.visual_valid.sum(1)
-        target = self.schedule.targets(view.point_index, view.n_input, present, self.depth)
-        k = kept_for(target, present, recycle=False)
-        keep, keep_valid = top_slots(scores, view.visual_valid, k)
-        return Selection(keep, keep_valid, scores, renormalize=self.cfg.renormalize)
+        return select_top(view, scores, self.schedule, self.depth, self.cfg.renormalize)
 
 
 @dataclass(frozen=True)
