@@ -38,8 +38,8 @@ from workbench.adapt.run import AdaptConfig, EmbeddedCloud, run_adaptation  # no
 from workbench.adapt.uts import UTSConfig  # noqa: E402
 
 PARTIAL = RESULTS_DIR / "cloud_device.partial.json"
-CODECS = [dwc.CodecConfig("fp16"), dwc.CodecConfig("nf4"), dwc.CodecConfig("sign1"),
-          dwc.CodecConfig("topk", 0.1, 4), dwc.CodecConfig("topk", 0.05, 4), dwc.CodecConfig("topk", 0.1, 8)]
+CODECS = [dwc.CodecConfig("fp16"), dwc.CodecConfig("nf4"), dwc.CodecConfig("sign1"), dwc.CodecConfig("topk", 0.5, 8),
+          dwc.CodecConfig("topk", 0.25, 8), dwc.CodecConfig("topk", 0.5, 4), dwc.CodecConfig("topk", 0.1, 4)]
 
 
 def configs(base: AdaptConfig, main_domain: str, others: list[str]) -> dict[str, tuple[AdaptConfig, str]]:
@@ -146,7 +146,7 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    base = AdaptConfig(rounds=3, stream=12, eval_clips=32, source_clips=32, akd=AKDConfig(steps=16, batch=8))
+    base = AdaptConfig(rounds=3, stream=12, eval_clips=24, source_clips=24, akd=AKDConfig(steps=24, batch=8))
     if args.quick:
         base = replace(base, rounds=1, stream=2, eval_clips=2, source_clips=2, akd=AKDConfig(steps=2, batch=2),
                        device=DeviceConfig(uts=UTSConfig(passes=3)))

@@ -45,8 +45,8 @@ class CodecConfig:
     """name (see `CODECS`); density ρ and bits b for `topk` (b in 2..8, 16, 32)."""
 
     name: str = "topk"
-    density: float = 0.1
-    bits: int = 4
+    density: float = 0.5
+    bits: int = 8
 
     def __post_init__(self):
         if self.name not in CODECS:

@@ -58,11 +58,11 @@ class AdaptConfig:
 
     domain: str = "night"
     rounds: int = 3
-    stream: int = 16
-    eval_clips: int = 32
-    source_clips: int = 32
+    stream: int = 12
+    eval_clips: int = 24
+    source_clips: int = 24
     device: DeviceConfig = field(default_factory=DeviceConfig)
-    akd: AKDConfig = field(default_factory=lambda: AKDConfig(steps=20))
+    akd: AKDConfig = field(default_factory=AKDConfig)
     codec: CodecConfig = field(default_factory=CodecConfig)
     pocket: str | None = None
     teacher: str | None = None
