@@ -182,7 +182,8 @@ def _describe(model, clip, method, prompt, count, max_new_tokens, rid) -> Descri
     encoder, decoder = split_method(method)
     vt, stats = encoder.visual_tokens(model, frames, clip.modality, clip, count=count)
     t0 = time.perf_counter()
-    gen = model.generate(vt, prompt, max_new_tokens=max_new_tokens, pruner=decoder, count=count)
+    gen = model.generate(vt, prompt, max_new_tokens=max_new_tokens, pruner=decoder, count=count,
+                         gesture=clip.modality == "events")
     decode_ms = (time.perf_counter() - t0) * 1e3
     gesture = probs = None
     if clip.modality == "events" and gen.gesture_logits is not None:

@@ -71,7 +71,7 @@ def on_object_shares(model, seeds: Iterable[int], methods: dict, encoder=None, n
                 continue
             base = area_share(vt, masks[obj])
             for name, method in methods.items():
-                stats = model.generate(vt, q, max_new_tokens=1, pruner=method).decoder
+                stats = model.generate(vt, q, max_new_tokens=1, pruner=method, gesture=False).decoder
                 for i, (depth, ids) in enumerate(zip(stats.points, stats.present)):
                     share, kept, rec = kept_on_object(ids[0], vt, masks[obj])
                     rows.append({"seed": seed, "question": q, "objects": len(scene.objects), "method": name,

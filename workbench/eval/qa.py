@@ -83,7 +83,7 @@ def _answer_all(model, clip, method, count: bool) -> list[dict]:
         vt, _ = enc.visual_tokens(model, frames, clip.modality, clip)
     rows = []
     for q, a in clip.qa:
-        g = model.generate(vt, q, max_new_tokens=MAX_ANSWER_TOKENS, pruner=dec, count=count)
+        g = model.generate(vt, q, max_new_tokens=MAX_ANSWER_TOKENS, pruner=dec, count=count, gesture=False)
         st = g.decoder
         rows.append({"sample_id": clip.sample_id, "question": q, "type": question_type(q), "truth": a,
                      "answer": g.texts[0], "correct": answers_match(g.texts[0], a),

@@ -40,7 +40,7 @@ def prefill_mask(key_bias: torch.Tensor) -> torch.Tensor:
     """(B, L) key bias → (B, 1, L, L) causal mask plus the key bias."""
     length = key_bias.shape[1]
     causal = torch.full((length, length), float("-inf"), device=key_bias.device).triu(1)
-    return (causal[None] + key_bias[:, None, :])[:, None]
+    return (causal[None] + key_bias[:, None, :])[:, None]  # (B, 1, L, L)
 
 
 @dataclass
@@ -123,13 +123,13 @@ class _Seq:
 
 
 def _merge(vis: torch.Tensor, size: torch.Tensor, cluster: torch.Tensor, c_max: int):
-    """Size-weighted mean of the slots of each cluster: (B, C, D) states and (B, C) summed sizes."""
-    b, n, d = vis.shape
+    """Size-weighted mean of the slots of each cluster: (B, C, D) states and (B, C) summed sizes (one matmul of
+    the (B, C, n) membership weights with the states)."""
     w = torch.where(cluster >= 0, size, 0.0)  # (B, n)
-    slot = (torch.arange(b)[:, None] * c_max + cluster.clamp_min(0)).reshape(-1)  # (B·n,) flat cluster index
-    tot = torch.zeros(b * c_max).index_add_(0, slot, w.reshape(-1)).view(b, c_max)
-    acc = vis.new_zeros(b * c_max, d).index_add_(0, slot, (vis * w[..., None]).reshape(-1, d)).view(b, c_max, d)
-    return acc / tot.clamp_min(1e-12)[..., None], tot
+    onehot = cluster[:, None, :] == torch.arange(c_max)[None, :, None]  # (B, C, n)
+    weights = onehot * w[:, None, :]
+    tot = weights.sum(2)  # (B, C)
+    return (weights @ vis) / tot.clamp_min(1e-12)[..., None], tot
 
 
 def _apply(seq: _Seq, sel: Selection, extra: list[torch.Tensor] | None = None, extra_fn=None,
@@ -227,16 +227,19 @@ def prefill(decoder, x: torch.Tensor, key_bias: torch.Tensor, vt: VisualTokens, 
         sel = plan.select(view)
         flops[0] += int(sel.extra_flops)
         before = (seq.ids.clone(), seq.count())
+        n_before = seq.n
         out, decision, target = _apply(seq, sel, extra, extra_fn, sel.renormalize)
         present.append(seq.ids.clone())
+        if sel.cluster is not None:  # the merge: (B, C, n) membership weights @ (B, n, D) states
+            flops[0] += 2 * b * int(sel.n_clusters.max()) * n_before * d
         if rec is not None:
             _log_point(rec, name, p, layer, before, seq.count(), sel, decision, target)
         return out
 
+    mask = prefill_mask(seq.kb)  # rebuilt only when a point changes the sequence
     for layer, blk in enumerate(blocks):
         length = seq.x.shape[1]
         q, k, v = blk.attn.qkv(blk.ln1(seq.x))
-        mask = prefill_mask(seq.kb)
         n_recycled = seq.next_id.max()
         if (layer, "pre") in at:
             i, p = at[(layer, "pre")]
@@ -254,11 +257,15 @@ def prefill(decoder, x: torch.Tensor, key_bias: torch.Tensor, vt: VisualTokens, 
         if (layer, "mid") in at:
             i, p = at[(layer, "mid")]
             point(i, p, layer, _rows_fn(q, k, mask, flops))
+            mask = None
         counts.append(seq.count())
         seq.x = blk.hook_out(seq.x + blk.mlp(blk.ln2(seq.x)))
         if (layer, "post") in at:
             i, p = at[(layer, "post")]
             point(i, p, layer, _rows_fn(q, k, mask, flops))
+            mask = None
+        if mask is None and layer + 1 < depth:
+            mask = prefill_mask(seq.kb)
     stats = DecoderStats(points, n_input, torch.stack(counts, 1), seq.count(), x.shape[1] - seq0_n,
                          (d, blocks[0].mlp.fc1.out_features), flops[0], present=present)
     if rec is not None and plan is not None:

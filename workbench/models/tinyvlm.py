@@ -165,12 +165,13 @@ class TinyVLM(HookedModule):
 
     @torch.no_grad()
     def generate(self, vt: VisualTokens, prompt: str | None = None, max_new_tokens: int = 48, pruner=None,
-                 count: bool = False) -> Generation:
+                 count: bool = False, gesture: bool = True) -> Generation:
         """Greedy decoding with a KV cache; one shared prompt for the batch.
 
         pruner: a decoder-side method (`models/decoder_protocol.DecoderMethod`: SparseVLM, FastV, random) that
         prunes visual tokens once, at prefill; generation reuses the pruned caches. count=True measures the
         prefill (projector, decoder, first token's logits) with FlopCounterMode; otherwise it is timed.
+        gesture=False skips the gesture head (its logits are None), e.g. for questions about RGB clips.
         """
         from workbench.eval.flops import count_flops
         tok = self.tokenizer
@@ -209,5 +210,5 @@ class TinyVLM(HookedModule):
             nxt = self.decoder.lm_head(h[:, -1]).argmax(-1)
         id_lists = [[int(i) for i in row if i != tok.pad_id] for row in out]
         texts = [tok.decode(r) for r in id_lists]
-        logits = self.gesture_logits(vt, visual) if self.cfg.gesture_classes else None
+        logits = self.gesture_logits(vt, visual) if self.cfg.gesture_classes and gesture else None
         return Generation(texts, id_lists, sep_hidden, logits, pre.stats, first)

@@ -71,7 +71,10 @@ def numerical_rank(p: torch.Tensor, rel_tol: float = 1e-2) -> int:
     """
     if p.numel() == 0:
         return 0
-    s = torch.linalg.svdvals(p.double())
+    p = p.double()
+    if p.shape[0] > p.shape[1]:
+        p = p.T
+    s = torch.linalg.eigvalsh(p @ p.T).clamp_min(0).sqrt().flip(0)  # singular values via the small Gram matrix
     return int((s > rel_tol * s[0]).sum()) if float(s[0]) > 0 else 0
 
 
@@ -126,7 +129,7 @@ def dpc_knn(x: torch.Tensor, n_clusters: int, k: int | None = None) -> torch.Ten
     c = max(1, min(int(n_clusters), n))
     k = max(1, min(int(k or c), n))
     d2 = pairwise_sq_dist(x)
-    knn = d2.sort(dim=1, stable=True).values[:, :k]  # (n, k) includes the 0 self-distance
+    knn = d2.topk(k, dim=1, largest=False).values  # (n, k) includes the 0 self-distance (values: ties harmless)
     density = (-knn.mean(1)).exp()
     rank = torch.empty(n, dtype=torch.long)
     rank[(-density).argsort(stable=True)] = torch.arange(n)  # 0 = densest; ties → lower index denser
