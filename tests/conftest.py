@@ -45,3 +45,14 @@ def tiny_adapt_files(tmp_path_factory) -> tuple[Path, Path]:
     torch.manual_seed(1)
     save_checkpoint(TinyVLM(base.cfg).eval(), root / "teacher.safetensors")
     return root / "pocket.safetensors", root / "teacher.safetensors"
+
+
+@pytest.fixture(scope="module")
+def dashboard_server():
+    """The whole dashboard on the random-init debug model on a real Gradio server (loopback), one per test module
+    (closed at the module's end: an idle server burns ~10 % of a core)."""
+    from workbench.ui.layout import build_demo
+    demo = build_demo(model_name="tinyvlm-debug")
+    demo.queue(default_concurrency_limit=2).launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
+    yield demo
+    demo.close()

@@ -173,12 +173,8 @@ def title(plot) -> str:
 
 
 @pytest.fixture(scope="module")
-def server():
-    from workbench.ui.layout import build_demo
-    demo = build_demo(model_name=MODEL)
-    demo.queue(default_concurrency_limit=2).launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
-    yield demo
-    demo.close()
+def server(dashboard_server):
+    return dashboard_server  # tests/conftest.py: the dashboard on tinyvlm-debug, served for this module
 
 
 def client(server):
