@@ -46,7 +46,7 @@ from workbench.methods.sttf import STTF, STTFConfig  # noqa: E402
 from workbench.methods.ops.routing import count_switches  # noqa: E402
 from workbench.models.registry import create_model, weights_dir  # noqa: E402
 from workbench.pipeline import Dense  # noqa: E402
-from workbench.training.stage3 import Stage3Config, router_phase, train_stage3  # noqa: E402
+from workbench.training.stage3 import Stage3Config, staleness_phase, train_stage3  # noqa: E402
 
 LEVELS = ("static", "low", "high")
 
@@ -93,9 +93,10 @@ def get_routers(model, args, work: Path) -> tuple[dict, dict]:
                 {"stab": str(main), "nostab": str(nostab), "recipe": "shipped weights"})
     if main.is_file():
         steps = args.router_steps
-        base = router_phase(Stage3Config(router_steps=steps, eval_clips=2, progress=False, max_minutes=None,
-                                         threads=args.threads), main)
-        recipe = f"routers retrained for {steps} steps (phase b recipe: router only) on the adapters of {main.name}"
+        base = staleness_phase(Stage3Config(router_steps=steps, eval_clips=2, progress=False, max_minutes=None,
+                                            threads=args.threads), main)
+        recipe = (f"routers retrained for {steps} steps (phase b recipe, staleness oracle: router only) on the "
+                  f"adapters of {main.name}")
     else:
         steps = args.train_steps
         base = Stage3Config(steps=steps, batch_size=2, eval_every=steps, eval_clips=2, progress=False,
@@ -152,7 +153,7 @@ def run(args) -> dict:
             ids = [f"shapes-{s}" for s in levels[lvl]]
             by_level[lvl] = {"cider": 100 * float(np.mean([per[i]["cider"] for i in ids])) if ids else None,
                              "bleu4": float(np.mean([per[i]["bleu4"] for i in ids])) if ids else None,
-                             "n": len(ids)}
+                             "n": len(ids), "per_clip": [100 * per[i]["cider"] for i in ids]}
         ge = gesture_eval(model, g_seeds, method, progress=False)
         log(f"{name}: captions and gestures evaluated")
         quality[name] = {"cider_all": 100 * ce.scores.cider, "bleu4_all": ce.scores.bleu4, "by_level": by_level,
@@ -196,8 +197,10 @@ def run(args) -> dict:
                        anc_acc=quality["anc"]["gesture_acc"])
         else:
             d, a = quality["dense"]["by_level"][lvl], quality["anc"]["by_level"][lvl]
+            diff = np.array(a["per_clip"]) - np.array(d["per_clip"])  # paired: the same clips
+            se = float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else None
             row.update(n=d["n"], dense_cider=d["cider"], anc_cider=a["cider"], dense_bleu4=d["bleu4"],
-                       anc_bleu4=a["bleu4"])
+                       anc_bleu4=a["bleu4"], cider_diff=float(diff.mean()), cider_diff_se=se)
         rows.append(row)
     stab_rows = [{"router": k, "all": v["switches_per_s"], **v["by_level"]} for k, v in stability.items()]
     meta = {"benchmark": "anc", "model": model.cfg.name, "limit_per_level": args.limit, "anc_config": asdict(cfg),
@@ -253,7 +256,8 @@ def read_anc_metadata_safe(args, model) -> dict:
 
 MAIN_COLUMNS = [("clips", "clips", "{}"), ("n", "n", "{}"), ("flops_ratio", "FLOPs ratio vs dense", "{:.3f}"),
                 ("flops_saved_pct", "FLOPs saved %", "{:.1f}"), ("dense_cider", "dense CIDEr", "{:.1f}"),
-                ("anc_cider", "ANC CIDEr", "{:.1f}"), ("dense_bleu4", "dense BLEU-4", "{:.3f}"),
+                ("anc_cider", "ANC CIDEr", "{:.1f}"), ("cider_diff", "ANC − dense (paired)", "{:+.1f}"),
+                ("cider_diff_se", "± SE", "{:.1f}"), ("dense_bleu4", "dense BLEU-4", "{:.3f}"),
                 ("anc_bleu4", "ANC BLEU-4", "{:.3f}"), ("dense_acc", "dense gesture acc %", "{:.1f}"),
                 ("anc_acc", "ANC gesture acc %", "{:.1f}"), ("switches_per_s", "switches/s", "{:.2f}"),
                 ("mix", "branch mix", "{}")]

@@ -75,6 +75,15 @@ class Stage3Config:
     # "skip" on every frame while refreshes were frequent (1-frame-stale tokens are cheap to reuse) and never
     # recovered when staleness grew; this term's gradient does not vanish when the router is wrong.
     lam_oracle: float = 3.0
+    # oracle: "distortion" — the cheapest branch under λ_F·cost + λ_distort·err (mean token error; the phase-b
+    # router of 2026-11-22); "staleness" — what the phase-c decoder loses (measured, README): it needs fresh views
+    # of moving objects spread over the clip, and the light / medium tokens cost it more than a stale frame, so the
+    # label is `full` when the reference is `stale_budget` frames old and something moved since (the mean relative
+    # error of the `stale_topk` most-changed tokens of the stale frame exceeds `stale_level`), else `skip`
+    oracle: str = "distortion"
+    stale_budget: int = 4
+    stale_level: float = 0.1
+    stale_topk: int = 8
     # explore: frames follow Gumbel samples (training's exploration); False: the argmax, as at inference, so the
     # router sees the staleness its own decisions cause (with exploration refreshes are frequent, the oracle
     # rarely says "full", and the argmax router never refreshes)
@@ -98,6 +107,8 @@ class Stage3Config:
     progress: bool = True
 
     def __post_init__(self):
+        if self.oracle not in ("distortion", "staleness"):
+            raise ValueError(f"oracle must be 'distortion' or 'staleness', not {self.oracle!r}")
         if len(self.target_mix) != len(BRANCHES):
             raise ValueError(f"target_mix needs {len(BRANCHES)} weights ({BRANCHES})")
         if self.first_frame is not None and self.first_frame not in BRANCHES[1:]:
@@ -130,6 +141,21 @@ def _rel_err(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     return ((x - ref) ** 2).mean((-1, -2)) / (ref ** 2).mean((-1, -2)).clamp_min(1e-8)
 
 
+def staleness_label(stale: torch.Tensor, full: torch.Tensor, age: torch.Tensor, cfg: Stage3Config) -> torch.Tensor:
+    """(B,) oracle branch: FULL where the reference is ≥ `stale_budget` frames old and its `stale_topk` most-changed
+    tokens (stale (B, N, D) vs full (B, N, D), relative squared error per token) moved more than `stale_level`,
+    else SKIP.
+
+        >>> c = Stage3Config(oracle="staleness", stale_budget=2, stale_level=0.3, stale_topk=1)
+        >>> full = torch.ones(2, 4, 3); stale = full.clone(); stale[1, 0] = 0.0
+        >>> staleness_label(stale, full, torch.tensor([5, 5]), c).tolist(), staleness_label(stale, full, torch.tensor([1, 1]), c).tolist()
+        ([0, 3], [0, 0])
+    """
+    per_token = ((stale - full) ** 2).mean(-1) / (full ** 2).mean(-1).clamp_min(1e-8)  # (B, N)
+    moved = per_token.topk(min(cfg.stale_topk, per_token.shape[-1]), -1).values.mean(-1) > cfg.stale_level
+    return torch.where((age >= cfg.stale_budget) & moved, BRANCHES.index("full"), BRANCHES.index("skip"))
+
+
 def losses(model: TinyVLM, module: ANCModule, batch: Batch, cfg: Stage3Config, rel_costs: torch.Tensor,
            gen: torch.Generator) -> dict:
     """All loss terms of one batch (see the module docstring) and a few statistics."""
@@ -155,8 +181,12 @@ def losses(model: TinyVLM, module: ANCModule, batch: Batch, cfg: Stage3Config, r
         z_prev = (y[:, :, None, None] * cand).sum(1)  # (B, N, D)
         err_t = _rel_err(cand.detach(), full_t[:, None])  # (B, K)
         errs.append(err_t)
-        if cfg.lam_oracle > 0 and not keyframe:  # the branch with the lowest cost + distortion at this frame
-            best = (cfg.lam_flops * rel_costs + cfg.lam_distort * err_t).masked_fill(~allowed, float("inf")).argmin(-1)
+        if cfg.lam_oracle > 0 and not keyframe:
+            if cfg.oracle == "staleness":  # refresh a stale reference once something moved (see Stage3Config)
+                best = staleness_label(cand[:, 0].detach(), full_t, t - state.ref_t, cfg)
+            else:  # the branch with the lowest cost + distortion at this frame
+                best = (cfg.lam_flops * rel_costs + cfg.lam_distort * err_t).masked_fill(~allowed,
+                                                                                         float("inf")).argmin(-1)
             oracle_ce.append(F.cross_entropy(logits.masked_fill(~allowed, float("-inf")) / cfg.temperature, best))
         choice = y.detach().argmax(-1)
         advance(state, frames[:, t], choice, e_ref)
@@ -241,6 +271,13 @@ def router_phase(cfg: Stage3Config, adapters: str | Path) -> Stage3Config:
     the router only through a straight-through estimate, and was noise at this scale)."""
     return replace(cfg, steps=cfg.router_steps, init=str(adapters), router_only=True, reset_router=True,
                    lam_task=0.0, warmup=min(cfg.warmup, cfg.router_steps // 5), eval_every=cfg.router_steps // 2)
+
+
+def staleness_phase(cfg: Stage3Config, adapters: str | Path) -> Stage3Config:
+    """Phase b with the staleness oracle (the router shipped after phase c): `router_phase` on `adapters`, the
+    oracle term alone (λ_distort, λ_F and λ_bal off: the oracle already encodes cost and what the decoder loses;
+    λ_stab kept)."""
+    return replace(router_phase(cfg, adapters), oracle="staleness", lam_distort=0.0, lam_flops=0.0, lam_bal=0.0)
 
 
 def train_stage3(cfg: Stage3Config, base_ckpt, out: str | Path, log_path: str | Path | None = None) -> dict:
@@ -335,6 +372,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-minutes", type=float, default=24.0)
     p.add_argument("--router-phase-only", action="store_true",
                    help="only phase b: a fresh router on the adapters of --out (or --init)")
+    p.add_argument("--oracle", choices=("staleness", "distortion"), default="staleness",
+                   help="phase b's oracle (default staleness: the shipped router since phase c)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--workers", type=int, default=0)
     args = p.parse_args(argv)
@@ -349,7 +388,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.router_phase_only:  # phase a: adapters + router, with the decoder's task loss
         train_stage3(cfg, args.base, out)
     adapters = args.init if args.router_phase_only and args.init else out
-    rec = train_stage3(router_phase(cfg, adapters), args.base, out, Path(out).with_suffix(".router.log.jsonl"))
+    phase = staleness_phase if args.oracle == "staleness" else router_phase
+    rec = train_stage3(phase(cfg, adapters), args.base, out, Path(out).with_suffix(".router.log.jsonl"))
     print(json.dumps(rec, indent=2))
     return 0
 
