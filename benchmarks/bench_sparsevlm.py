@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,7 +39,7 @@ import workbench  # noqa: E402,F401  (offline environment first)
 from common import save_results, print_table  # noqa: E402
 from workbench.data import shapesworld  # noqa: E402
 from workbench.eval.evaluate import caption_eval  # noqa: E402
-from workbench.eval.guidance import guidance_summary, on_object_shares  # noqa: E402
+from workbench.eval.guidance import guidance_summary, object_overlaps, on_object_shares  # noqa: E402
 from workbench.eval.qa import qa_eval, question_type  # noqa: E402
 from workbench.methods.fastv import FastV, FastVConfig  # noqa: E402
 from workbench.methods.random_prune import RandomPrune, RandomPruneConfig  # noqa: E402
@@ -142,21 +143,27 @@ def main(argv=None) -> int:
             row["efficiency"] = row["speedup"] * row["flops_ratio"]
         rows.append(row)
     log("text guidance at keep 22 %")
-    guide = on_object_shares(model, qa_seeds, {"SparseVLM": SparseVLM(SparseVLMConfig(keep=0.22)),
-                                               "FastV": FastV(FastVConfig(keep=0.22)),
-                                               "random": RandomPrune(RandomPruneConfig(keep=0.22))})
+    guided = {"SparseVLM": SparseVLM(SparseVLMConfig(keep=0.22)),
+              "SparseVLM raters+last": SparseVLM(SparseVLMConfig(keep=0.22, raters="relevance+last")),
+              "FastV": FastV(FastVConfig(keep=0.22)), "random": RandomPrune(RandomPruneConfig(keep=0.22))}
+    guide = on_object_shares(model, qa_seeds, guided)
     gs = guidance_summary(guide)
+    log("kept-set overlap of two objects' colour questions")
+    overlap = {name: object_overlaps(model, qa_seeds, m).group_by("point").agg(pl.col("overlap").mean()).sort("point")
+               ["overlap"].to_list() for name, m in guided.items() if name != "random"}
     first = {m: float(gs.filter((gs["method"] == m) & (gs["point"] == 0))["on_object"][0]) for m in ("SparseVLM", "FastV", "random")}
     meta = {"model": model.cfg.name, "qa_clips": len(qa_seeds), "questions": dense_qa.n, "caption_clips": len(cap_seeds),
             "dense_qa": dense_qa.accuracy, "dense_qa_by_type": dense_qa.by_type, "dense_cider": dense_cap * 100,
             "dense_prefill_ms": ms["dense"], "timing": f"{a.timing_clips} clips × 1 question, median of {a.repeats}",
-            "guidance": gs.to_dicts()}
+            "guidance": gs.to_dicts(), "object_question_overlap": overlap}
     cols = [("method", "method", "{}"), ("keep_target", "keep target", "{:.2f}"), ("keep", "keep (paper)", "{:.3f}"),
             ("layers", "visual tokens entering L0 / L1 / L2 / L3", "{}"), ("last_per_frame", "last layer tok/frame", "{:.1f}"),
             ("qa", "QA acc", "{:.3f}"), ("qa_rel", "QA/dense", "{:.3f}"), ("cider", "CIDEr", "{:.1f}"),
             ("cider_rel", "CIDEr/dense", "{:.3f}"), ("flops_ratio", "prefill FLOPs/dense", "{:.3f}"),
             ("speedup", "prefill speedup", "{:.2f}"), ("efficiency", "efficiency", "{:.2f}")]
     notes = targets(rows, dense_qa.accuracy, first)
+    notes.append("kept-set overlap between 'what color is the <A>' and '… <B>' on the same clip (per point; 1 = the "
+                 "same tokens): " + "; ".join(f"{k} {', '.join(f'{x:.2f}' for x in v)}" for k, v in overlap.items()))
     title = "SparseVLM, FastV and random pruning inside the decoder (TinyVLM, ShapesWorld test)"
     save_results(f"sparsevlm-{model.cfg.name}", rows, cols, meta, a.out, title, notes)
     print_table(rows, cols, title)

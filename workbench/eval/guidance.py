@@ -86,3 +86,30 @@ def guidance_summary(df: pl.DataFrame) -> pl.DataFrame:
               .agg(pl.col("share").mean().alias("on_object"), pl.col("area_share").mean(), pl.len().alias("n"))
               .with_columns((pl.col("on_object") / pl.col("area_share")).alias("vs_area"))
               .sort("method", "point"))
+
+
+@torch.no_grad()
+def kept_overlap(model, clip, method, question_a: str, question_b: str, encoder=None) -> list[float]:
+    """Per pruning point: |kept(a) ∩ kept(b)| / |kept(a)| — how much two questions about the same clip keep alike
+    (1.0: the same tokens; text guidance at work: lower)."""
+    from workbench.pipeline import Dense
+    frames = torch.from_numpy(np.ascontiguousarray(clip.frames))[None]
+    vt, _ = (encoder or Dense()).visual_tokens(model, frames, clip.modality, clip)
+    sets = [[set(p[0][p[0] >= 0].tolist()) for p in
+             model.generate(vt, q, max_new_tokens=1, pruner=method, gesture=False).decoder.present]
+            for q in (question_a, question_b)]
+    return [len(a & b) / max(len(a), 1) for a, b in zip(*sets)]
+
+
+def object_overlaps(model, seeds: Iterable[int], method, num_frames: int = 16) -> pl.DataFrame:
+    """For clips with 2+ objects: kept-set overlap of "what color is the <shape A>" vs "… <shape B>", per point."""
+    rows = []
+    for seed in seeds:
+        scene = shapesworld.sample_scene(seed, num_frames)
+        if len(scene.objects) < 2:
+            continue
+        clip = shapesworld.make_clip(seed, num_frames)
+        a, b = (f"what color is the {o.shape}" for o in scene.objects[:2])
+        for i, ov in enumerate(kept_overlap(model, clip, method, a, b)):
+            rows.append({"seed": seed, "point": i, "overlap": ov})
+    return pl.DataFrame(rows, schema={"seed": pl.Int64, "point": pl.Int64, "overlap": pl.Float64})
