@@ -210,7 +210,8 @@ class STTF:
         if emb is not None:
             x = emb[:, idx]
         elif feat is not None:  # the gate's patch pixels are the stem's input: no second patchify of the frame
-            x = enc.stems[modality](feat[:, idx]) + enc.pos_embed[:, idx]  # (1, R, C·p·p) → (1, R, D)
+            x = enc.embed_at(feat[:, idx], idx, modality) if hasattr(enc, "embed_at") else \
+                enc.stems[modality](feat[:, idx]) + enc.pos_embed[:, idx]  # (1, R, C·p·p) → (1, R, D)
         else:
             x = embed_patches(enc, frame, modality, idx)
         return g, encode_partial(enc, state.cache, x, idx, modality)

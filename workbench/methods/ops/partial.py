@@ -77,6 +77,8 @@ def embed_patches(encoder: VisionEncoder, frames: torch.Tensor, modality: str,
     if modality not in encoder.stems:
         raise ValueError(f"modality must be one of {sorted(encoder.stems)}, not {modality!r}")
     patches = patchify(frames, encoder.patch_size)[:, idx]  # (B, N, C·p·p) → (B, R, C·p·p)
+    if hasattr(encoder, "embed_at"):  # a tower with its own patch embedding (models/protocol.VisionTower)
+        return encoder.embed_at(patches, idx, modality)
     return encoder.stems[modality](patches) + encoder.pos_embed[:, idx]
 
 
@@ -110,7 +112,8 @@ def encode_partial(encoder: VisionEncoder, cache: EncoderCache, x: torch.Tensor,
     if idx.numel() == 0:
         return cache.final.clone()
     for blk, c in zip(encoder.blocks, cache.layers):
-        q, k, v = blk.attn.qkv(blk.ln1(x))  # each (1, h, R, hd): projections for the R recomputed tokens only
+        h = blk.ln1(x)  # the R recomputed tokens only; a RoPE tower's attention needs their positions (idx)
+        q, k, v = blk.attn.qkv(h, idx) if getattr(blk.attn, "indexed", False) else blk.attn.qkv(h)  # (1, h, R, hd)
         c.k.index_copy_(2, idx, k)  # scatter: the cache now holds fresh keys/values where recomputed
         c.v.index_copy_(2, idx, v)
         x = x + blk.attn.attend(q, c.k, c.v)  # R queries over all N keys → (1, R, D)
