@@ -60,6 +60,8 @@ def configs(base: AdaptConfig, main_domain: str, others: list[str]) -> dict[str,
         "drop ratio 0.5": (replace(one, device=replace(d, uts=replace(u, drop=0.5))), "ablation"),
         "KD only (no CE)": (replace(one, akd=replace(a, lambda_ce=0.0)), "ablation"),
         "Cdcca magnitude ranking": (replace(one, device=replace(d, uts=replace(u, ranking="magnitude"))), "ablation"),
+        "no source replay": (replace(main, akd=replace(a, replay=0.0)), "ablation"),
+        "stems frozen": (replace(one, akd=replace(a, train_stems=False)), "ablation"),
     }
     for dom in others:
         out[f"ours on {dom}"] = (replace(main, domain=dom), "method, other domain")

@@ -48,7 +48,8 @@ from workbench.models.visual_tokens import VisualTokens
 @dataclass(frozen=True)
 class AKDConfig:
     """trainable: 'adapters' or 'full'; rank/alpha of the LoRA adapters; steps × batch per round; AdamW lr;
-    loss weights; grad_frames per sample (None = all)."""
+    loss weights; grad_frames per sample (None = all); replay: source-domain rehearsal samples the cloud adds
+    to every round's training set, per uploaded sample (0 = none); train_stems: train the patch stems."""
 
     trainable: str = "adapters"
     rank: int = 8
@@ -61,6 +62,8 @@ class AKDConfig:
     lambda_kd: float = 1.0
     grad_frames: int | None = 4
     grad_clip: float = 1.0
+    replay: float = 1.0
+    train_stems: bool = True
     seed: int = 0
 
 
@@ -152,7 +155,7 @@ def train_round(student: TinyVLM, align: nn.Module, samples: list[LabelledSample
     if not samples:
         return {"loss": [], "ce": [], "kd": [], "seconds": 0.0, "steps": 0}
     t0 = time.perf_counter()
-    names = set(trainable_names(student, cfg.trainable))
+    names = set(trainable_names(student, cfg.trainable, cfg.train_stems))
     params = [p for n, p in student.named_parameters() if n in names]
     for n, p in student.named_parameters():
         p.requires_grad_(n in names)

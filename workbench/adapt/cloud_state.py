@@ -8,7 +8,8 @@ Everything is written atomically, so a cloud killed at any point restarts from t
 round is recomputed identically (training is deterministic in its samples, seed and round index).
 
 Round r (`downlink`): if a pending update for r exists and still applies, return it unchanged; otherwise label
-every sample received so far with the teacher (replay of earlier rounds' samples included), train the
+every sample received so far with the teacher (replay of earlier rounds' samples included), add the cloud's own
+source-domain rehearsal samples (`replay`; against forgetting), train the
 student copy from the committed weights (`akd.train_round`), encode ΔW with the device's codec, and compute
 the exact weights the device will hold after applying it (W + dequant(ΔŴ) — so quantisation error never
 accumulates unseen: the next round's ΔW is taken against these). `ack` commits them.
@@ -36,6 +37,8 @@ from workbench.adapt.device import build_student, file_sha256
 from workbench.adapt.lora import load_tensors, trainable_names
 from workbench.errors import InputError
 from workbench.adapt.teacher import load_teacher
+from workbench.adapt.tokens import tokens_from_clip
+from workbench.data.shifts import domain_seeds, shifted_clip
 
 _ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
@@ -106,6 +109,7 @@ class CloudState:
         self.pocket_sha256 = file_sha256(self.pocket)
         self.teacher = load_teacher(teacher)
         self.devices: dict[str, DeviceRecord] = {}
+        self._replay: dict[float, list] = {}
         self.train_lock = threading.Lock()  # one training at a time on this machine
 
     @staticmethod
@@ -135,7 +139,7 @@ class CloudState:
         teacher = self.teacher.for_domain(domain)
         student = build_student(self.pocket, rank, alpha, seed)
         kind = "full" if codec.name == "full" else akd.trainable
-        names = sorted(trainable_names(student, kind))
+        names = sorted(trainable_names(student, kind, akd.train_stems))
         committed = {k: v.detach().clone() for k, v in student.state_dict().items()}
         return DeviceRecord(device_id, self._dir(device_id), akd, codec, student, make_align(student, teacher,
                             akd.seed), committed, wire.state_hash(committed), -1, names, domain)
@@ -231,6 +235,19 @@ class CloudState:
             _atomic_bytes(rec.root / f"pending-{index:05d}.payload", data)
             return data
 
+    def replay(self, n: int, student) -> list[LabelledSample]:
+        """The first n source-domain samples the cloud holds for rehearsal (its own data: ShapesWorld *teacher*
+        seeds of the source domain), shaped like an upload — the student's token budget ρ, a random quarter of
+        the tokens removed — and labelled by the source teacher (the shipped model). Cached, shared by all
+        devices."""
+        rho = student.compression.cfg.rho
+        have = self._replay.setdefault(rho, [])
+        for seed in domain_seeds("source", "teacher", max(n, 0))[len(have):]:
+            ts = tokens_from_clip(shifted_clip("source", seed), rho)
+            keep = torch.rand(ts.num_tokens, generator=torch.Generator().manual_seed(seed)) >= 0.25
+            have.append(label_sample(self.teacher.for_domain("source"), ts.select(keep)))
+        return have[: max(n, 0)]
+
     def _train(self, rec: DeviceRecord, index: int) -> bytes:
         t0 = time.perf_counter()
         samples = self.samples(rec, index)
@@ -238,6 +255,7 @@ class CloudState:
             if ts.sample_id not in rec.labels:
                 rec.labels[ts.sample_id] = label_sample(self.teacher.for_domain(rec.domain), ts)
         labelled = [rec.labels[ts.sample_id] for ts in samples]
+        labelled += self.replay(int(round(rec.akd.replay * len(labelled))), rec.student)
         t_label = time.perf_counter() - t0
         load_tensors(rec.student, {k: v for k, v in rec.committed.items()
                                    if k in dict(rec.student.named_parameters())})

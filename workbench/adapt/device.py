@@ -190,7 +190,7 @@ class Device:
     def agree(self, akd, codec) -> list[str]:
         """Fix the ordered tensor names an update may carry, for AKD config `akd` and codec `codec`."""
         kind = "full" if codec.name == "full" else akd.trainable
-        self.update_names = sorted(trainable_names(self.model, kind))
+        self.update_names = sorted(trainable_names(self.model, kind, akd.train_stems))
         return self.update_names
 
     def register(self, client: CloudClient, akd, codec, domain: str = "source") -> dict:

@@ -78,8 +78,9 @@ _ADAPTER_SET = [r"lora_[AB]$", r"(^|\.)(ln1|ln2|norm)\.(weight|bias)$",
                 r"\.(qkv_proj|out_proj|fc1|fc2)\.bias$", r"^projector\.weight$", r"^encoder\.stems\.\w+\.(weight|bias)$"]
 
 
-def trainable_names(model: TinyVLM, kind: str = "adapters") -> list[str]:
-    """Names of the parameters AKD trains: 'adapters' (LoRA + norms + block biases + projector) or 'full'.
+def trainable_names(model: TinyVLM, kind: str = "adapters", stems: bool = True) -> list[str]:
+    """Names of the parameters AKD trains: 'adapters' (LoRA + norms + block biases + projector, + the patch
+    stems unless stems=False) or 'full'.
     The gesture head is never trained here (captions only).
 
         >>> from workbench.models.registry import create_model
@@ -92,7 +93,8 @@ def trainable_names(model: TinyVLM, kind: str = "adapters") -> list[str]:
         return names
     if kind != "adapters":
         raise ValueError(f"kind must be 'adapters' or 'full', not {kind!r}")
-    return [n for n in names if any(re.search(p, n) for p in _ADAPTER_SET)]
+    patterns = _ADAPTER_SET if stems else _ADAPTER_SET[:-1]
+    return [n for n in names if any(re.search(p, n) for p in patterns)]
 
 
 def named_tensors(model: TinyVLM, names: list[str]) -> dict[str, torch.Tensor]:
