@@ -177,8 +177,16 @@ def describe(model: TinyVLM, clip: Clip, method=None, prompt: str | None = None,
     return _describe(model, clip, method, prompt, count_flops, max_new_tokens, rid)
 
 
+def model_frames(model, clip: Clip) -> torch.Tensor:
+    """The clip's frames as the model's encoder takes them: (1, T, C, H, W) for TinyVLM; a Hugging Face model
+    (`models/hf`) resizes to its tower's size and may group frames (Qwen2-VL: pairs) → (1, T', C', H', W')."""
+    if hasattr(model, "input_frames"):
+        return model.input_frames(clip)
+    return torch.from_numpy(np.ascontiguousarray(clip.frames))[None]
+
+
 def _describe(model, clip, method, prompt, count, max_new_tokens, rid) -> Description:
-    frames = torch.from_numpy(np.ascontiguousarray(clip.frames))[None]  # (1, T, C, H, W)
+    frames = model_frames(model, clip)
     encoder, decoder = split_method(method)
     vt, stats = encoder.visual_tokens(model, frames, clip.modality, clip, count=count)
     t0 = time.perf_counter()
@@ -190,8 +198,9 @@ def _describe(model, clip, method, prompt, count, max_new_tokens, rid) -> Descri
         p = gen.gesture_logits[0].softmax(-1)
         probs = {c: float(v) for c, v in zip(model.cfg.gesture_classes, p)}
         gesture = model.cfg.gesture_classes[int(p.argmax())]
-    n_frames = frames.shape[1]
-    total = int(vt.counts()[0])
+    n_frames = clip.num_frames
+    lm = getattr(gen, "visual_tokens", None)  # HF models: visual tokens that entered the LM (≠ the tower's)
+    total = int(vt.counts()[0]) if lm is None else int(lm)
     rec = active_recorder()
     if rec is not None:
         site = method.name

@@ -31,6 +31,11 @@ def cmd_caption(args) -> int:
     t0 = time.perf_counter()
     model = create_model(args.model)
     method = method_from_args(args, model)  # bad method knobs fail here, before any input is read
+    hf = hasattr(model, "input_frames")  # a Hugging Face VLM (models/hf): short looks only
+    if is_stream(args) and hf:
+        from workbench.errors import InputError
+        raise InputError("--fps/--window", "stream mode runs on TinyVLM; caption a short look with a Hugging Face "
+                                           "model (--frames N)")
     if is_stream(args):
         from workbench.cli.stream import run_stream
         return run_stream(args, model, method, load_s=time.perf_counter() - t0)
@@ -38,7 +43,7 @@ def cmd_caption(args) -> int:
     from workbench.pipeline import describe
     from workbench.stream.captions import gesture_caption
     from workbench.trace import write_trace
-    model_limit(args.model, args.frames, model.cfg.max_frames, "--frames")
+    model_limit(args.model, args.frames, getattr(model.cfg, "max_video_frames", model.cfg.max_frames), "--frames")
     clip = load_clip(args.source, n_frames=args.frames, start_s=args.start, duration_s=args.duration, fit=args.fit)
     d = describe(model, clip, method, prompt=args.prompt, trace=bool(args.trace))
     if args.trace:
@@ -46,6 +51,7 @@ def cmd_caption(args) -> int:
     caption, said = gesture_caption(d.caption, d.gesture, model.cfg.gesture_classes)
     out = {"source": str(args.source), "modality": clip.modality, "frames": clip.num_frames,
            "caption": caption, "gesture": d.gesture, "tokens_per_frame": d.tokens_per_frame,
+           "tokens_computed_per_frame": round(float(d.stats.tokens_computed.sum()) / max(clip.num_frames, 1), 2),
            "encode_ms": round(d.timings_ms["encode_ms"], 1), "decode_ms": round(d.timings_ms["decode_ms"], 1),
            "method": method.name, "prompt": d.run["prompt"]}
     if d.decoder is not None and method.name != "dense":
@@ -57,7 +63,11 @@ def cmd_caption(args) -> int:
         out["decoder_caption"] = said
     if clip.meta.get("format"):
         out["detected_format"] = clip.meta["format"]
-    out["notes"] = input_notes(clip.meta, generated=is_seed(args.source)) + prompt_notes(model, args.prompt)
+    if hf:  # the model's name, family and patch grid; its notes replace TinyVLM's
+        out |= model.details()
+        out["notes"] = list(clip.meta.get("notes", [])) + model.notes()
+    else:
+        out["notes"] = input_notes(clip.meta, generated=is_seed(args.source)) + prompt_notes(model, args.prompt)
     if args.json:
         print(json.dumps(out, indent=2))
         return 0

@@ -8,7 +8,8 @@ DEFAULT_MODEL = "tinyvlm-shapes"
 
 def add_model(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=DEFAULT_MODEL,
-                   help=f"model preset name or path to a .safetensors checkpoint (default: {DEFAULT_MODEL})")
+                   help=f"model preset name, path to a .safetensors checkpoint, or hf:NAME_OR_PATH (a Hugging Face "
+                        f"LLaVA-1.5 / Qwen2-VL / LLaVA-OneVision folder or local-cache name) (default: {DEFAULT_MODEL})")
 
 
 def number_list(kind=float):

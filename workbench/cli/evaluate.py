@@ -17,7 +17,14 @@ from workbench.cli.common import add_method_args, add_model, method_from_args, s
 def cmd_eval(args) -> int:
     from workbench.models.registry import create_model
     model = create_model(args.model)
-    out = Path(args.out or f"data/generated/eval/{model.cfg.name}")
+    safe = model.cfg.name.replace("hf:", "hf-").replace("/", "_").replace(".", "")  # hf:./x → hf-_x
+    out = Path(args.out or f"data/generated/eval/{safe}")
+    if hasattr(model, "input_frames") and args.which in ("all", "gesture"):  # a Hugging Face VLM: no gesture head
+        if args.which == "gesture":
+            from workbench.errors import InputError
+            raise InputError("eval gesture", f"{model.cfg.name} has no gesture head (TinyVLM's); use eval captions "
+                                             "or eval qa")
+        args.which = "captions"
     if args.which == "qa":
         return _qa(args, model, out)
     from workbench.eval.evaluate import run_eval

@@ -125,7 +125,8 @@ RULES: dict[str, Rule] = {
     # app
     "port": whole(1, 65535),
     "host": Rule(lambda v: isinstance(v, str) and v.strip() != "" and " " not in v, "be a host name or address"),
-    "model": Rule(lambda v: isinstance(v, str) and v.strip() != "", "name a model preset or a .safetensors file"),
+    "model": Rule(lambda v: isinstance(v, str) and v.strip() not in ("", "hf:"),
+                  "name a model preset, a .safetensors file or hf:NAME_OR_PATH"),
 }
 _SAYS_OVERRIDE = {"port": "be a port number in 1–65535"}
 

@@ -17,14 +17,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable
 
-import numpy as np
 import polars as pl
 import torch
 from tqdm.auto import tqdm
 
 from workbench.data import shapesworld
 from workbench.models.tokenizer import normalise_text
-from workbench.pipeline import Dense, split_method
+from workbench.pipeline import Dense, model_frames, split_method
 
 QUESTION_TYPES = ("count", "background", "color", "shape", "motion", "moving")
 MAX_ANSWER_TOKENS = 12
@@ -78,7 +77,7 @@ class QAEval:
 
 def _answer_all(model, clip, method, count: bool) -> list[dict]:
     enc, dec = split_method(method)
-    frames = torch.from_numpy(np.ascontiguousarray(clip.frames))[None]
+    frames = model_frames(model, clip)  # (1, T, C, H, W); a Hugging Face tower's own size and grouping
     with torch.no_grad():
         vt, _ = enc.visual_tokens(model, frames, clip.modality, clip)
     rows = []

@@ -1,4 +1,5 @@
-"""Named model presets: `create_model(name)` returns a ready TinyVLM.
+"""Named model presets: `create_model(name)` returns a ready TinyVLM (or, for `hf:NAME_OR_PATH`, a Hugging Face
+VLM behind the same protocol: `models/hf/`).
 
 The shipped weights live in the repository's `data/weights/` (override with WORKBENCH_WEIGHTS_DIR).
 
@@ -48,7 +49,10 @@ MODELS: dict[str, ModelSpec] = {
 
 
 def list_models() -> dict[str, str]:
-    return {name: spec.description for name, spec in MODELS.items()}
+    out = {name: spec.description for name, spec in MODELS.items()}
+    out["hf:NAME_OR_PATH"] = ("a Hugging Face VLM (LLaVA-1.5, Qwen2-VL, LLaVA-OneVision) from a save_pretrained "
+                              "folder or the local Hugging Face cache (offline)")
+    return out
 
 
 def model_path(name: str) -> Path:
@@ -59,7 +63,12 @@ def model_path(name: str) -> Path:
 
 
 def create_model(name: str = "tinyvlm-shapes") -> TinyVLM:
-    """A named preset (shipped weights or random init), in eval mode; or a path to a .safetensors file."""
+    """A named preset (shipped weights or random init), in eval mode; a path to a .safetensors file; or
+    `hf:NAME_OR_PATH`, a Hugging Face VLM from a save_pretrained folder or the local HF cache
+    (`models/hf/loading.py`: LLaVA-1.5, Qwen2-VL, LLaVA-OneVision)."""
+    if name.startswith("hf:"):
+        from workbench.models.hf.loading import load_hf
+        return load_hf(name)
     if name.endswith(".safetensors") or os.sep in name:
         return load_checkpoint(name)
     if name not in MODELS:

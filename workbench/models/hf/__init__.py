@@ -1,0 +1,1 @@
+"""Hugging Face VLMs behind the workbench model protocol (see `workbench/models/hf/loading.py`)."""
