@@ -2,7 +2,9 @@
 
 A name is an encoder-side part, a decoder-side part, or both joined by "+": `dense`, `sttf`, `anc`,
 `sttf+anc`, `sparsevlm`, `fastv`, `random-prune`, `sttf+sparsevlm`, `sttf+anc+sparsevlm`, … The knobs of all
-methods live in one frozen `MethodKnobs`; each method reads the ones it has.
+methods live in one frozen `MethodKnobs`; each method reads the ones it has. The encoder-side baselines
+(`tome`, `eventful`, `visionzip`, `random`, `pool`; `methods/budget.py`) read `keep` as their budget: keep · N
+tokens per frame to the decoder (default 64 of 196).
 
     >>> from workbench.models.registry import create_model
     >>> m = build_method("sttf+sparsevlm", create_model("tinyvlm-debug"), MethodKnobs(tau=0.1, keep=0.6))
@@ -17,7 +19,8 @@ from dataclasses import dataclass
 
 from workbench.errors import InputError
 
-ENCODER_METHODS = ("dense", "sttf", "anc", "sttf+anc")
+ENCODER_METHODS = ("dense", "sttf", "anc", "sttf+anc", "tome", "eventful", "visionzip", "random", "pool")
+BASELINES = ("tome", "eventful", "visionzip", "random", "pool")  # issue 15: methods/budget.at_budget
 DECODER_METHODS = ("sparsevlm", "fastv", "random-prune")
 
 
@@ -67,6 +70,11 @@ def encoder_method(name: str, model, knobs: MethodKnobs):
     from workbench.methods.sttf import STTF, STTFConfig
     if name == "sttf":
         return STTF(STTFConfig(tau=knobs.tau))
+    if name in BASELINES:
+        from workbench.methods.budget import at_budget
+        n = model.cfg.num_patches
+        extra = {"seed": knobs.seed} if name == "random" else {}
+        return at_budget(name, 64 if knobs.keep is None else max(1, round(knobs.keep * n)), model, extra)
     from workbench.methods.anc import ANC, ANCConfig, shipped_path
     from workbench.methods.anc_modules import load_anc
     anc = ANC(load_anc(shipped_path(model)), ANCConfig())  # CheckpointError when the router is not shipped
