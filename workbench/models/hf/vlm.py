@@ -183,6 +183,7 @@ class HFVLM:
         gen = Generation([text], [ids], run.last_hidden, None, stats, out.scores[0] if out.scores else None)
         gen.visual_tokens = int(stats.n_input[0])
         gen.sequences, gen.total_ms = out.sequences, total_ms
+        gen.cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)  # per layer: pruned lengths
         return gen
 
 
