@@ -1,0 +1,111 @@
+"""Bring your own Hugging Face VLM: folders written by save_pretrained (model + a real tokenizer + processor,
+built here from tiny configs) loaded back by path through the CLI in a subprocess; the refusals (a name not in
+the local cache, a missing folder, an unsupported architecture, an unsupported transformers version) are one
+typed error and exit status 3, fast, without a traceback.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from workbench.cli import main
+from workbench.errors import CheckpointError
+from workbench.models.hf.loading import check_transformers, load_hf, resolve
+from workbench.models.hf.tiny import save
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _threads(one_torch_thread):
+    yield
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("hf")
+    return {f: save(f, root / f"my-{f}") for f in ("llava", "qwen2vl", "onevision")}
+
+
+def cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "workbench.cli", *args], capture_output=True, text=True, env=ENV,
+                          timeout=300, cwd=cwd)
+
+
+def test_caption_a_users_llava_folder_by_path_with_sttf_json(folders):
+    p = cli("caption", "shapes:3", "--frames", "8", "--model", "hf:./my-llava", "--method", "sttf", "--tau", "0.1",
+            "--json", cwd=folders["llava"].parent)
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    assert out["caption"] and out["family"] == "llava" and out["patch_grid"] == [4, 4]
+    assert 0 < out["tokens_computed_per_frame"] < 16 and 0 < out["tokens_per_frame"] < 16  # STTF: < 4×4 patches
+    assert "Traceback" not in p.stderr
+
+
+def test_caption_qwen2vl_folder_with_sparsevlm_json(folders):
+    p = cli("caption", "shapes:3", "--frames", "8", "--model", f"hf:{folders['qwen2vl']}", "--method", "sparsevlm",
+            "--keep", "0.25", "--json")  # the default depths (0.5, 1.5, 2.5): inside layers 0–2
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    layers = out["visual_tokens_per_layer"]
+    assert out["family"] == "qwen2vl" and out["tokens_computed_per_frame"] == 8  # 16 patches per 2 frames
+    assert out["tokens_per_frame"] == 2 and layers[0] == 16 and layers[-1] < layers[0]  # 4 merged tokens / 2 frames
+    assert abs(out["decoder_keep"] - 0.25) < 0.1
+
+
+def test_load_by_path_in_process_each_family(folders):
+    for fam, folder in folders.items():
+        m = load_hf(f"hf:{folder}")
+        assert m.cfg.family == fam and m.cfg.name == f"hf:{folder}" and m.cfg.transformers == check_transformers()
+
+
+def test_a_name_not_in_the_local_cache_fails_at_once_saying_where_to_put_it(tmp_path, capsys):
+    t0 = time.perf_counter()
+    with pytest.raises(CheckpointError) as e:
+        resolve("hf:some-org/not-downloaded-vlm")
+    assert time.perf_counter() - t0 < 5  # no hub retry loop (each retry would be ~23 s)
+    msg = str(e.value)
+    assert "local Hugging Face cache" in msg and "huggingface-cli download some-org/not-downloaded-vlm" in msg
+    assert "save_pretrained" in msg
+    p = cli("caption", "shapes:1", "--model", "hf:some-org/not-downloaded-vlm")
+    assert p.returncode == 3 and "not in the local Hugging Face cache" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_missing_and_empty_folders(tmp_path):
+    with pytest.raises(CheckpointError, match="no such folder"):
+        resolve("hf:./no-such-model-folder")
+    with pytest.raises(CheckpointError, match="no config.json"):
+        resolve(f"hf:{tmp_path}")
+
+
+def test_an_unsupported_architecture_is_refused(tmp_path, capsys):
+    from transformers import LlamaConfig, LlamaForCausalLM
+    LlamaForCausalLM(LlamaConfig(vocab_size=50, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                 num_attention_heads=2)).save_pretrained(tmp_path / "text-only")
+    with pytest.raises(CheckpointError, match="architecture 'llama' .*LlamaForCausalLM.* not supported"):
+        load_hf(f"hf:{tmp_path / 'text-only'}")
+    assert main(["caption", "shapes:1", "--model", f"hf:{tmp_path / 'text-only'}"]) == 3
+    err = capsys.readouterr().err
+    assert "LLaVA-1.5" in err and "Qwen2-VL" in err and "LLaVA-OneVision" in err
+
+
+def test_an_unsupported_transformers_version_is_refused(folders, monkeypatch, capsys):
+    import transformers
+    monkeypatch.setattr(transformers, "__version__", "4.45.2")
+    assert main(["caption", "shapes:1", "--model", f"hf:{folders['llava']}"]) == 3
+    err = capsys.readouterr().err
+    assert "transformers 4.45.2 is not supported" in err and "5.24" in err
+    with pytest.raises(CheckpointError):
+        check_transformers("5.30.0")
+
+
+def test_hf_models_refuse_what_they_cannot_do(folders, capsys):
+    assert main(["caption", "shapes:1", "--model", f"hf:{folders['onevision']}", "--fps", "8"]) == 2
+    assert "stream mode runs on TinyVLM" in capsys.readouterr().err
+    assert main(["caption", "gesture:1", "--model", f"hf:{folders['onevision']}"]) == 2
+    assert "RGB video" in capsys.readouterr().err
