@@ -27,6 +27,8 @@ BAD = {
     # method knobs (cli/common.add_method_args) and eval qa
     "keep": "2", "fastv_k": "-1", "fastv_r": "1", "points": "-1", "budgets": "0", "counts": "0", "prune_seed": "-1",
     "prompt": " ", "seeds": "5:3",
+    # workbench sweep
+    "methods": "nope", "budget": "0", "gesture_seeds": "5:3", "repeats": "-1", "spec": "/no/such/grid.toml",
 }
 REQUIRED = {"caption": ["shapes:1"]}
 

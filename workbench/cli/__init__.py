@@ -6,6 +6,7 @@
     workbench eval --limit 100                 # BLEU/METEOR/ROUGE-L/CIDEr + gesture accuracy → JSON + Parquet
     workbench train                            # reproduce the shipped weights (stage 1)
     workbench app                              # the Gradio dashboard
+    workbench sweep --methods tome,sparsevlm --budget 31 --seeds 0:40   # every method at matched budgets
 
 Each subcommand module has `add_parser(subparsers)`, which registers its arguments and sets `func`. Bad inputs
 print one clear line and exit with status 2 (a missing or broken checkpoint: status 3).
@@ -18,14 +19,14 @@ import sys
 import workbench  # noqa: F401  (offline environment first)
 from workbench.errors import CheckpointError, InputError
 
-SUBCOMMANDS = ("caption", "eval", "train", "app", "models", "cloud", "adapt")
+SUBCOMMANDS = ("caption", "eval", "train", "app", "models", "cloud", "adapt", "sweep")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from workbench.cli import app, caption, cloud, evaluate, train
+    from workbench.cli import app, caption, cloud, evaluate, sweep, train
     p = argparse.ArgumentParser(prog="workbench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True, metavar="{" + ",".join(SUBCOMMANDS) + "}")
-    for module in (caption, evaluate, train, app, cloud):
+    for module in (caption, evaluate, train, app, cloud, sweep):
         module.add_parser(sub)
     return p
 

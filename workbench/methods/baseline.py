@@ -5,7 +5,7 @@ accounting (`pipeline.FrameStats`) and the trace rows every one of them writes.
 A baseline's work function returns a `BaselineRun`: the decoder's visual tokens, where every patch-frame went
 (`owner`: the decoder token it is part of, −1 when dropped), a DECISIONS code per patch-frame, the tokens
 entering and leaving every encoder layer per frame, and its analytic FLOPs per frame (METHODS.md §7, the
-method's own matching / scoring work included). `finish_run` turns it into (VisualTokens, FrameStats) and logs:
+method's own matching / scoring work included). `finish_run` turns it into (VisualTokens, FrameStats) (with `stats.encoder_flops_analytic`, (T,)) and logs:
 
 - `decision` (site `<name>.tokens`, token = patch, target = decoder token) — kept 4, fused 2 (merged in space
   with the other patches of the same target), pruned 3, recycled 5 (into a contextual token), recomputed 0 /
@@ -73,6 +73,7 @@ def finish_run(name: str, run: BaselineRun, flops: float, ms: float) -> tuple[Vi
     share = run.analytic / run.analytic.sum() if run.analytic.sum() > 0 else np.full(t, 1.0 / t)
     to_dec = run.to_decoder if run.to_decoder is not None else _per_frame(run.vt, t)
     stats = FrameStats(run.tokens_computed(), to_dec.astype(np.float64), flops * share, ms * share)
+    stats.encoder_flops_analytic = run.analytic  # (T,) beside the measured count (FrameStats has no field for it)
     rec = active_recorder()
     if rec is not None:
         rec.log_grid("decision", run.codes, site=f"{name}.tokens", target=run.owner)
