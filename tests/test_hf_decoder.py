@@ -93,22 +93,23 @@ def test_decoding_after_pruning_under_both_attention_backends(clip, impl):
         assert g.sequences.shape[1] == m.lm_inputs(vt, PROMPT)[0]["input_ids"].shape[1] + 8
 
 
-def _manual_greedy(m, emb, pos_fn, steps: int) -> list[int]:
+def _manual_greedy(m, emb, pos_fn, steps: int) -> tuple[list[int], list[torch.Tensor]]:
     """The unmodified text model + lm_head over `emb` (1, L, D) at positions pos_fn(None), then greedy steps at
-    pos_fn(t) — with the generation config's min_new_tokens (EOS suppressed)."""
+    pos_fn(t) — with the generation config's min_new_tokens (EOS suppressed). → (ids, last hidden per step)."""
     from transformers import DynamicCache
     lm, cfg = m.lm, m.hf.generation_config
     cache = DynamicCache(config=lm.config)
     out = lm(inputs_embeds=emb, position_ids=pos_fn(None), cache=cache, use_cache=True)
-    ids = []
+    ids, hidden = [], []
     for t in range(steps):
         logits = m.hf.lm_head(out.last_hidden_state[:, -1])
         if t < cfg.min_new_tokens:
             logits[:, cfg.eos_token_id] = float("-inf")
         nxt = int(logits.argmax(-1))
         ids.append(nxt)
+        hidden.append(out.last_hidden_state[:, -1])
         out = lm(input_ids=torch.tensor([[nxt]]), position_ids=pos_fn(t), cache=cache, use_cache=True)
-    return ids
+    return ids, hidden
 
 
 @pytest.mark.parametrize("family", ("llava", "qwen2vl"))
@@ -135,9 +136,68 @@ def test_pruned_decoding_is_the_decoder_on_the_kept_tokens_at_their_positions(mo
                 torch.full((3, 1, 1), length + t + int(delta[0, 0]))  # noqa: E731
         else:
             pos_fn = lambda t: keep[None] if t is None else torch.tensor([[length + t]])  # noqa: E731
-        ref = _manual_greedy(m, emb[:, keep], pos_fn, 6)
-    assert g.sequences[0, length:].tolist() == ref
+        ref, hidden = _manual_greedy(m, emb[:, keep], pos_fn, 6)
+        steps = []  # the driver's final hidden state at every decoding step
+        h = m.lm.norm.register_forward_hook(lambda mod, a, out: steps.append(out[:, -1]))
+        try:
+            g2 = m.generate(vt, PROMPT, max_new_tokens=6, pruner=FastV(FastVConfig(K=0, R=0.6)))
+        finally:
+            h.remove()
+    assert g.sequences[0, length:].tolist() == ref and torch.equal(g2.sequences, g.sequences)
+    for ours, theirs in zip(steps, hidden):  # prefill, then each step from the pruned cache at its position
+        torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-4)
     assert int(g.decoder.visual_in[0, 0]) == len(kept) < n
+
+
+def _manual_prefill(m, kw, block, points, present) -> torch.Tensor:
+    """The unmodified decoder layers run by hand on the pruned sequence: at each point the slots still present
+    (the driver's record) are gathered, every layer gets cos/sin and position ids of those slots' original
+    positions (M-RoPE: the 3-D ones), a point at K = ℓ + ½ splits layer ℓ at its residual. → last hidden (1, D)."""
+    lm, ids, s, n = m.lm, kw["input_ids"], block.start, block.n
+    feats = kw["mm_encoder_outputs"]
+    feats = torch.cat(list((feats.get("image") or feats.get("video")).pooler_output)).reshape(n, -1)
+    h = m.hf.get_input_embeddings()(ids).clone()
+    h[0, s: s + n] = feats
+    length = ids.shape[1]
+    if "mm_token_type_ids" in kw:
+        pos = m.hf.model.get_rope_index(ids, kw["mm_token_type_ids"], video_grid_thw=kw["video_grid_thw"])[0]
+        text_pos = None
+    else:
+        pos = text_pos = torch.arange(length)[None]
+    cos, sin = lm.rotary_emb(h, position_ids=pos)
+    src = torch.arange(length)
+
+    def gather(h, src, k):
+        new = torch.cat([torch.arange(s), s + present[k][0].sort().values, torch.arange(s + n, length)])
+        rows = torch.tensor([int((src == x).nonzero()) for x in new])
+        return h[:, rows], new
+
+    at = {p: k for k, p in enumerate(points)}
+    for i, layer in enumerate(lm.layers):
+        if float(i) in at:
+            h, src = gather(h, src, at[float(i)])
+        kw_l = {"attention_mask": None, "position_embeddings": (cos[:, src], sin[:, src]),
+                "position_ids": None if text_pos is None else src[None]}
+        if i + 0.5 in at:  # inside layer i: attention on all, then the residual is pruned before the MLP
+            r = h + layer.self_attn(layer.input_layernorm(h), **kw_l)[0]
+            r, src = gather(r, src, at[i + 0.5])
+            h = r + layer.mlp(layer.post_attention_layernorm(r))
+        else:
+            h = layer(h, **kw_l)
+    return lm.norm(h)[:, -1]
+
+
+@pytest.mark.parametrize("family", ("llava", "qwen2vl"))
+@pytest.mark.parametrize("points", ((1.0, 3.0), (0.5, 2.5), (0.0, 2.0)))
+def test_every_layer_after_a_point_sees_the_kept_slots_original_positions(models, clip, family, points):
+    m = models[family]
+    vt = m.encode_dense(model_frames(m, clip))
+    g = m.generate(vt, PROMPT, max_new_tokens=4, pruner=RandomPrune(RandomPruneConfig(points=points, keep=0.4)))
+    kw, block = m.lm_inputs(vt, PROMPT)
+    with torch.no_grad():
+        ref = _manual_prefill(m, kw, block, points, g.decoder.present)
+    torch.testing.assert_close(g.sep_hidden, ref, atol=1e-5, rtol=1e-4)
+    assert g.decoder.visual_in[0, -1] < block.n
 
 
 def test_scores_read_the_layers_real_attention():

@@ -201,6 +201,8 @@ def _describe(model, clip, method, prompt, count, max_new_tokens, rid) -> Descri
     n_frames = clip.num_frames
     lm = getattr(gen, "visual_tokens", None)  # HF models: visual tokens that entered the LM (≠ the tower's)
     total = int(vt.counts()[0]) if lm is None else int(lm)
+    if getattr(gen, "visual_tokens_per_step", None) is not None:  # … and per tower frame
+        stats.tokens_to_decoder = gen.visual_tokens_per_step
     rec = active_recorder()
     if rec is not None:
         site = method.name
@@ -215,8 +217,13 @@ def _describe(model, clip, method, prompt, count, max_new_tokens, rid) -> Descri
         rec.log("latency_ms", ds.ms, site="decoder.prefill")
         if decoder is not None:  # where each decoder visual token comes from (for the per-frame overlays)
             tok = np.arange(vt.num_tokens)
-            for kind, values in (("patch", vt.patch), ("t_start", vt.t_start), ("t_end", vt.t_end), ("size", vt.size)):
-                rec.log(kind, values[0], site="decoder.visual", token=tok)
+            logged = (("patch", vt.patch[0]), ("t_start", vt.t_start[0]), ("t_end", vt.t_end[0]), ("size", vt.size[0]))
+            if getattr(gen, "lm_token_map", None) is not None:  # HF: the LM's tokens on its own grid (patch, frame)
+                patch, frame = gen.lm_token_map
+                tok = np.arange(len(patch))
+                logged = (("patch", patch), ("t_start", frame), ("t_end", frame), ("size", torch.ones(len(patch))))
+            for kind, values in logged:
+                rec.log(kind, values, site="decoder.visual", token=tok)
     run = {"run_id": rid, "sample_id": clip.sample_id, "model": model.cfg.name, "method": method.name,
            "method_config": method.config(), "modality": clip.modality, "num_frames": n_frames,
            "prompt": prompt or model.cfg.caption_prompt, "caption": gen.texts[0], "gesture": gesture,

@@ -187,7 +187,11 @@ def render_views(a: Analysis, frame_index: int = 0, overlay_view: str = "decisio
     ov = OVERLAY_VIEWS.get(overlay_view, overlay_view)
     ev = EVENT_VIEWS.get(event_view, event_view)
     clip, trace = a.clip, a.result.trace
-    overlay = patch_overlay(clip.frames[t], trace, t, view=ov, motion_mask=clip.motion_mask)
+    cfg = get_model(a.model_name).cfg
+    step = getattr(cfg, "frames_per_step", 1)  # Hugging Face models: Qwen2-VL's tower sees frame pairs
+    ft = t // step  # the trace's frame (the tower's), on the model's own patch grid
+    motion = clip.motion_mask if cfg.grid == 14 else _mask_on_grid(clip.motion_mask, cfg.grid[0], step)
+    overlay = patch_overlay(clip.frames[t], trace, ft, view=ov, motion_mask=motion)
     if clip.events is not None:
         side = int(clip.frames.shape[-1])
         events = event_frames_figure(clip.events, (side, side), clip.frame_times_us, t, model_frame=clip.frames[t],
@@ -195,8 +199,21 @@ def render_views(a: Analysis, frame_index: int = 0, overlay_view: str = "decisio
     else:
         events = message_figure("this input is not an event recording: upload an event file or pick the "
                                 "'gesture events' sample to see the event stream", "event stream")
-    return Views(overlay, router_timeline(trace, t, fps=clip.fps), tokens_per_frame(a.dense.trace, trace, t),
-                 flops_per_frame(a.dense.trace, trace, t), events)
+    return Views(overlay, router_timeline(trace, ft, fps=clip.fps / step), tokens_per_frame(a.dense.trace, trace, ft),
+                 flops_per_frame(a.dense.trace, trace, ft), events)
+
+
+def _mask_on_grid(mask: np.ndarray | None, g: int, step: int = 1) -> np.ndarray | None:
+    """ShapesWorld's ground-truth motion mask (T, 14, 14) on another model's g×g patch grid and tower frames
+    (a patch moves if any 14-grid patch it overlaps moves; a tower frame of `step` frames if any of them does)."""
+    if mask is None:
+        return None
+    import torch
+    m = torch.as_tensor(np.asarray(mask, np.float32))[None]  # (1, T, 14, 14)
+    t = m.shape[1] - m.shape[1] % step if m.shape[1] >= step else m.shape[1]
+    m = m[:, :t].reshape(1, t // step, step, *m.shape[2:]).amax(2) if step > 1 else m
+    return (torch.nn.functional.adaptive_max_pool2d(m, g) if g < m.shape[-1] else
+            torch.nn.functional.interpolate(m, size=(g, g), mode="nearest"))[0].numpy() > 0
 
 
 def summary(a: Analysis) -> pl.DataFrame:
@@ -246,6 +263,9 @@ def input_lines(c, suffix: str = "") -> list[str]:
 def details_markdown(a: Analysis) -> str:
     c, d, r = a.clip, a.dense, a.result
     lines = input_lines(c, f" · model `{a.model_name}`")
+    model = get_model(a.model_name)
+    if hasattr(model, "details"):  # a Hugging Face VLM: its family, patch grid and how video reaches it
+        lines += model.notes()
     lines.append(f"**method** {a.spec.label()} · visual tokens to the decoder {r.tokens_per_frame:.1f} per frame "
                  f"(dense {d.tokens_per_frame:.0f}) · runs `{d.run_id}` (dense) / `{r.run_id}`")
     if c.label is not None and r.gesture_probs:

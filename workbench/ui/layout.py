@@ -3,7 +3,8 @@
 `build_demo()` only builds; `app.py` (or `workbench app`) launches. Public API endpoints (for gradio_client):
 
 - `/analyse` (upload, sample, frames, method, policy, tau, budget, keyframe_every, source, hysteresis,
-  metrics, overlay view, event view) → dense caption, compressed caption, metrics, frame slider, overlay,
+  metrics, overlay view, event view, model — optional: the model box, default the app's model; `hf:FOLDER`
+  runs a Hugging Face VLM on its own patch grid) → dense caption, compressed caption, metrics, frame slider, overlay,
   router timeline, tokens per frame, FLOPs per frame, event stream, summary table, trace file, details;
 - `/frame` (frame, overlay view, event view) → the five linked figures at that frame, from the session's last
   analysis (nothing is recomputed);
@@ -75,6 +76,9 @@ def build_demo(model_name: str = "tinyvlm-shapes", anc_module=None) -> gr.Blocks
         with gr.Tab("clip", id="clip"):
             with gr.Row():
                 with gr.Column(scale=1, min_width=320):
+                    model_box = gr.Textbox(model_name, label="model: a preset, a .safetensors file, or hf:NAME_OR_PATH "
+                                           "(a Hugging Face LLaVA-1.5 / Qwen2-VL / LLaVA-OneVision folder or "
+                                           "local-cache name)", elem_id="model", max_lines=1)
                     upload = gr.File(label="video or event file", file_count="single", type="filepath", elem_id="upload")
                     sample = gr.Dropdown(cb.SAMPLE_NAMES, value=cb.SAMPLE_NAMES[1], label="…or a generated sample",
                                          elem_id="sample")
@@ -118,12 +122,13 @@ def build_demo(model_name: str = "tinyvlm-shapes", anc_module=None) -> gr.Blocks
             build_prune_tab(model_name)
 
         def on_run(path, sample_name, n_frames, method_label, policy_, tau_, budget_, key_every, source_, hyst,
-                   with_metrics, ov_view, ev_view, cache, progress=gr.Progress()):
+                   with_metrics, ov_view, ev_view, model_text, cache, progress=gr.Progress()):
             cache = cache if isinstance(cache, SessionCache) else SessionCache()
+            name = (model_text or "").strip() or model_name  # the model box (an empty box: the app's model)
             try:
                 spec = MethodSpec.from_label(method_label, policy=policy_, tau=float(tau_), budget=int(budget_),
                                              keyframe_every=int(key_every), source=source_, hysteresis=float(hyst))
-                a = cb.analyse(path, None if path else sample_name, spec, cache, model_name, int(n_frames),
+                a = cb.analyse(path, None if path else sample_name, spec, cache, name, int(n_frames),
                                bool(with_metrics), progress, anc_module)
                 views = _views(cache, 0, ov_view, ev_view)
             except Exception as e:  # noqa: BLE001 - every failure becomes a message; the server keeps serving
@@ -140,7 +145,7 @@ def build_demo(model_name: str = "tinyvlm-shapes", anc_module=None) -> gr.Blocks
 
         plots = [overlay, timeline, tokens, flops, events]
         run.click(on_run, [upload, sample, frames, method, policy, tau, budget, keyframe, source, hysteresis, metrics,
-                           overlay_view, event_view, state],
+                           overlay_view, event_view, model_box, state],
                   [state, cap_dense, cap_comp, metrics_md, frame, *plots, summary, trace_file, details],
                   api_name="analyse")
         frame.input(on_frame, [frame, overlay_view, event_view, state], plots, api_name="frame",

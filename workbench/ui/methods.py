@@ -161,6 +161,9 @@ def _sttf_config(spec: MethodSpec, model, clip: Clip):
         raise InputError("change-score source", "'events' needs an event-camera input; use pixels or embedding "
                                                 "for a video")
     knobs = {"keyframe_every": spec.keyframe_every or None}
+    if spec.policy != "threshold" and hasattr(model, "input_frames"):
+        raise InputError("STTF gate policy", "the budget policy calibrates τ on TinyVLM's frames; use the threshold "
+                                             "policy with a Hugging Face model")
     if spec.policy == "threshold":
         return STTFConfig(source=spec.source, policy="threshold", tau=float(spec.tau), **knobs)
     try:

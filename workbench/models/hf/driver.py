@@ -157,6 +157,7 @@ class PrunedPrefill:
             raise ValueError(f"visual block {blk.start}..{blk.start + blk.n} is outside the {length}-token prompt")
         n = blk.n
         self._state = s = _State(torch.arange(length), blk.start, n)
+        s.length0 = length
         s.t0 = time.perf_counter()
         s.layer_len = [0] * len(self.layers)
         s.counts = []
@@ -184,17 +185,17 @@ class PrunedPrefill:
                 hidden = self._sliced_hidden(hidden)
                 st.embeds, st.input_prompt = hidden, st.prompt(hidden.shape[1])
                 st.input_start = st.start
-            self._slice_kwargs(kwargs)
+            full = dict(kwargs)  # what the decoder computed for the whole input (every layer gets the same)
             if i == 0 and (0, "pre") in self.at:
                 j, p = self.at[(0, "pre")]
-                pe, mask = kwargs["position_embeddings"], kwargs.get("attention_mask")
+                cur = {**full, **self._sliced(full)}
+                pe, mask = cur["position_embeddings"], cur.get("attention_mask")
                 att = rows_attention(module.self_attn, module.input_layernorm(hidden), pe[0], pe[1], mask, self.flops)
                 hidden = self._point(j, p, 0, hidden, att)
-                self._slice_kwargs(kwargs)
             elif (i - 1, "post") in self.at:
                 j, p = self.at[(i - 1, "post")]
                 hidden = self._point(j, p, i - 1, hidden, self._attention(i - 1))
-                self._slice_kwargs(kwargs)
+            kwargs.update(self._sliced(full))  # cut once, to the slots left after this layer's point
             st.counts.append(float(st.n))
             st.layer_len[i] = hidden.shape[1]
             if (i, "mid") not in self.at:
@@ -263,19 +264,23 @@ class PrunedPrefill:
         st = self._state
         return hidden if len(st.src) == hidden.shape[1] else hidden[:, st.src]
 
-    def _slice_kwargs(self, kwargs: dict) -> None:
-        """Cut what the decoder computed for the whole input to the remaining slots (original positions)."""
+    def _sliced(self, full: dict) -> dict:
+        """What the decoder computed once for the whole input (`full`: every layer gets the same tensors, over
+        the L0 input positions) cut to the remaining slots: each slot keeps its original position (`src`)."""
         st = self._state
-        src, length = st.src, len(st.src)
-        pe = kwargs.get("position_embeddings")
-        if pe is not None and pe[0].shape[1] != length:
-            kwargs["position_embeddings"] = tuple(t.index_select(1, src) for t in pe)  # (1, L0, hd) → (1, L, hd)
-        pos = kwargs.get("position_ids")
-        if torch.is_tensor(pos) and pos.shape[-1] != length:
-            kwargs["position_ids"] = pos.index_select(pos.ndim - 1, src)  # (1, L0) or M-RoPE (3, 1, L0)
-        mask = kwargs.get("attention_mask")
-        if torch.is_tensor(mask) and mask.shape[-1] != length:
-            kwargs["attention_mask"] = mask[:, :, :length, :length]  # a causal block (batch 1, no padding)
+        src, length, out = st.src, len(st.src), {}
+        if length == st.length0:
+            return out
+        pe = full.get("position_embeddings")
+        if pe is not None:
+            out["position_embeddings"] = tuple(t.index_select(1, src) for t in pe)  # (1, L0, hd) → (1, L, hd)
+        pos = full.get("position_ids")
+        if torch.is_tensor(pos):
+            out["position_ids"] = pos.index_select(pos.ndim - 1, src)  # (1, L0) or M-RoPE (3, 1, L0)
+        mask = full.get("attention_mask")
+        if torch.is_tensor(mask):
+            out["attention_mask"] = mask[:, :, :length, :length]  # a causal block (batch 1, no padding)
+        return out
 
     def _point(self, j: int, p: float, layer: int, hidden: torch.Tensor, attention) -> torch.Tensor:
         st = self._state

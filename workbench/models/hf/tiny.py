@@ -13,9 +13,9 @@ classes cannot be built without a video processor (torchvision); the loader read
     >>> type(hf).__name__, hf.config.vision_config.image_size, type(proc).__name__
     ('LlavaForConditionalGeneration', 16, 'LlavaProcessor')
 
-Shapes (`SHAPES`): "tiny" (tests: hidden 32, 2–4 layers, 16-px images), "real" (benchmark: CLIP ViT-L/14-336 +
-a 7B-wide Llama cut to a few layers, SigLIP-so400m-384 + Qwen2-0.5B, Qwen2-VL-2B's tower + Qwen2-0.5B-like
-decoder; depth can be cut with `layers=`). Nothing is downloaded.
+Shapes (`SHAPES`): "tiny" (tests: hidden 32, 2–4 layers, 16-px images), "real" (benchmark: CLIP ViT-L/14-336,
+SigLIP-so400m-384, Qwen2-VL-2B's tower, each with a Qwen2-0.5B-shaped decoder — a Llama of that shape behind
+LLaVA's CLIP; depths can be cut with `layers=` / `vision_layers=`). Nothing is downloaded.
 """
 from __future__ import annotations
 
@@ -78,10 +78,7 @@ def _text(kind: str, vocab: int, shape: str, layers: int | None, **kw):
     if shape == "tiny":
         dims = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=layers or 4, num_attention_heads=4,
                     num_key_value_heads=2)
-    elif kind == "llama":  # Llama-2-7B / Vicuna-7B widths (LLaVA-1.5-7B's decoder), depth cut
-        dims = dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=layers or 32, num_attention_heads=32,
-                    num_key_value_heads=32)
-    else:  # Qwen2-0.5B
+    else:  # Qwen2-0.5B's shape (for LLaVA too, in a Llama: Vicuna-7B's decoder does not fit this machine's CPU)
         dims = dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=layers or 24, num_attention_heads=14,
                     num_key_value_heads=2)
     common = dict(vocab_size=vocab, max_position_embeddings=32768, bos_token_id=1, eos_token_id=2, pad_token_id=3,

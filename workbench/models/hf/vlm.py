@@ -155,6 +155,14 @@ class HFVLM:
         kw["mm_encoder_outputs"] = mm
         return kw, VisualBlock(start, n, None if bool(keep.all()) else keep)
 
+    def _step_counts(self, block: VisualBlock, t: int) -> np.ndarray:
+        """(T',) visual tokens entering the LM per tower frame (OneVision's newline counts in the last frame)."""
+        keep = torch.ones(block.n, dtype=torch.bool) if block.keep is None else block.keep
+        per = self.cfg.lm_tokens_per_step
+        counts = keep[: t * per].reshape(t, per).sum(1).double()
+        counts[-1] += keep[t * per:].sum()
+        return counts.numpy()
+
     @torch.no_grad()
     def generate(self, vt: VisualTokens, prompt: str | None = None, max_new_tokens: int = 48, pruner=None,
                  count: bool = False, **_):
@@ -182,6 +190,10 @@ class HFVLM:
             stats.flops = counter.flops
         gen = Generation([text], [ids], run.last_hidden, None, stats, out.scores[0] if out.scores else None)
         gen.visual_tokens = int(stats.n_input[0])
+        t = int(vt.t_end.max()) + 1 if vt.num_tokens else 1
+        gen.visual_tokens_per_step = self._step_counts(block, t)
+        j = torch.arange(t * self.cfg.lm_tokens_per_step)  # LM visual tokens on the LM's own token grid per frame
+        gen.lm_token_map = (j % self.cfg.lm_tokens_per_step, j // self.cfg.lm_tokens_per_step)  # (OneVision's newline: none)
         gen.sequences, gen.total_ms = out.sequences, total_ms
         gen.cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)  # per layer: pruned lengths
         return gen
