@@ -56,3 +56,19 @@ def dashboard_server():
     demo.queue(default_concurrency_limit=2).launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
     yield demo
     demo.close()
+
+
+@pytest.fixture(scope="session")
+def hf_tiny_models():
+    """Tiny random Hugging Face VLMs of the three supported families behind the model protocol (LLaVA-1.5,
+    Qwen2-VL, LLaVA-OneVision; models/hf/tiny.py builds them from configs, as transformers' tests do), once."""
+    from workbench.models.hf.tiny import tiny_vlm
+    return {f: tiny_vlm(f) for f in ("llava", "qwen2vl", "onevision")}
+
+
+@pytest.fixture(scope="session")
+def hf_folders(tmp_path_factory):
+    """The same families written with save_pretrained (model + tokenizer + processor parts) to `my-<family>`."""
+    from workbench.models.hf.tiny import save
+    root = tmp_path_factory.mktemp("hf")
+    return {f: save(f, root / f"my-{f}") for f in ("llava", "qwen2vl", "onevision")}

@@ -7,21 +7,17 @@ import json
 
 import pytest
 
-from workbench.models.hf.tiny import save
 from workbench.ui.callbacks import MethodSpec, analyse, details_markdown, render_views, summary
 from workbench.ui.session import SessionCache
 from workbench.viz.overlay import decision_grid
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _threads(one_torch_thread):
-    yield
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def folders(tmp_path_factory):
-    root = tmp_path_factory.mktemp("hf-app")
-    return {f: save(f, root / f) for f in ("llava", "qwen2vl")}
+def folders(hf_folders):
+    return hf_folders
 
 
 @pytest.mark.parametrize("family", ("llava", "qwen2vl"))

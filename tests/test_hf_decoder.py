@@ -24,14 +24,7 @@ FAMILIES = ("llava", "qwen2vl", "onevision")
 PROMPT = "what color is the circle"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _threads(one_torch_thread):
-    yield
-
-
-@pytest.fixture(scope="module")
-def models():
-    return {f: tiny_vlm(f) for f in FAMILIES}
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +39,8 @@ def _unmodified(m, vt, frames, n=6):
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_keep_all_is_the_unmodified_generate(models, clip, family):
-    m = models[family]
+def test_keep_all_is_the_unmodified_generate(hf_tiny_models, clip, family):
+    m = hf_tiny_models[family]
     frames = model_frames(m, clip)
     vt = m.encode_dense(frames)
     ref = _unmodified(m, vt, frames)
@@ -59,8 +52,8 @@ def test_keep_all_is_the_unmodified_generate(models, clip, family):
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_pruned_tokens_leave_hidden_states_and_cache(models, clip, family):
-    m = models[family]
+def test_pruned_tokens_leave_hidden_states_and_cache(hf_tiny_models, clip, family):
+    m = hf_tiny_models[family]
     vt = m.encode_dense(model_frames(m, clip))
     n = m.family.n_visual(vt.t_end.max().item() + 1)
     lengths = []  # tokens entering each layer's attention (its input norm runs inside the layer, after the hooks)
@@ -113,11 +106,11 @@ def _manual_greedy(m, emb, pos_fn, steps: int) -> tuple[list[int], list[torch.Te
 
 
 @pytest.mark.parametrize("family", ("llava", "qwen2vl"))
-def test_pruned_decoding_is_the_decoder_on_the_kept_tokens_at_their_positions(models, clip, family):
+def test_pruned_decoding_is_the_decoder_on_the_kept_tokens_at_their_positions(hf_tiny_models, clip, family):
     """FastV at K = 0 (before layer 0) keeps a set S; the driver's result must be the unmodified decoder fed only
     S (+ the text) with their original position ids — 1-D for Llama, M-RoPE (3, 1, L) for Qwen2-VL — during
     prefill and every decoding step."""
-    m = models[family]
+    m = hf_tiny_models[family]
     vt = m.encode_dense(model_frames(m, clip))
     g = m.generate(vt, PROMPT, max_new_tokens=6, pruner=FastV(FastVConfig(K=0, R=0.6)))
     kept = g.decoder.present[0][0].sort().values
@@ -189,8 +182,8 @@ def _manual_prefill(m, kw, block, points, present) -> torch.Tensor:
 
 @pytest.mark.parametrize("family", ("llava", "qwen2vl"))
 @pytest.mark.parametrize("points", ((1.0, 3.0), (0.5, 2.5), (0.0, 2.0)))
-def test_every_layer_after_a_point_sees_the_kept_slots_original_positions(models, clip, family, points):
-    m = models[family]
+def test_every_layer_after_a_point_sees_the_kept_slots_original_positions(hf_tiny_models, clip, family, points):
+    m = hf_tiny_models[family]
     vt = m.encode_dense(model_frames(m, clip))
     g = m.generate(vt, PROMPT, max_new_tokens=4, pruner=RandomPrune(RandomPruneConfig(points=points, keep=0.4)))
     kw, block = m.lm_inputs(vt, PROMPT)
@@ -223,11 +216,11 @@ def test_scores_read_the_layers_real_attention():
     torch.testing.assert_close(p[0], seen["w"][0].mean(0)[rows[0]], atol=1e-6, rtol=1e-5)
 
 
-def test_describe_with_a_stack_on_an_hf_model(models, clip):
+def test_describe_with_a_stack_on_an_hf_model(hf_tiny_models, clip):
     """The one inference path: STTF in the tower + SparseVLM in the decoder, traced."""
     from workbench.methods.sttf import STTF, STTFConfig
     from workbench.pipeline import Stack
-    m = models["llava"]
+    m = hf_tiny_models["llava"]
     d = describe(m, clip, Stack(STTF(STTFConfig(tau=0.02)), SparseVLM(SparseVLMConfig(keep=0.5))), prompt=PROMPT,
                  trace=True, max_new_tokens=4)
     kinds = set(d.trace["kind"].unique().to_list())

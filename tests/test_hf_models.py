@@ -16,20 +16,16 @@ import pytest
 from workbench.cli import main
 from workbench.errors import CheckpointError
 from workbench.models.hf.loading import check_transformers, load_hf, resolve
-from workbench.models.hf.tiny import save
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _threads(one_torch_thread):
-    yield
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def folders(tmp_path_factory):
-    root = tmp_path_factory.mktemp("hf")
-    return {f: save(f, root / f"my-{f}") for f in ("llava", "qwen2vl", "onevision")}
+def folders(hf_folders):
+    return hf_folders
 
 
 def cli(*args, cwd=None):

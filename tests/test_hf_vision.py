@@ -18,14 +18,7 @@ from workbench.pipeline import describe, model_frames
 FAMILIES = ("llava", "qwen2vl", "onevision")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _threads(one_torch_thread):
-    yield
-
-
-@pytest.fixture(scope="module")
-def models():
-    return {f: tiny_vlm(f) for f in FAMILIES}
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +39,8 @@ def _hf_features(m, frames):
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_tau_zero_is_the_unmodified_model_bit_for_bit(models, clip, family):
-    m = models[family]
+def test_tau_zero_is_the_unmodified_model_bit_for_bit(hf_tiny_models, clip, family):
+    m = hf_tiny_models[family]
     frames = model_frames(m, clip)  # (1, T', C', H', W') at the tower's size
     r = STTF(STTFConfig(tau=0.0)).run(m, frames, "rgb")
     assert bool(r.mask.all())
@@ -66,18 +59,18 @@ def test_tau_zero_is_the_unmodified_model_bit_for_bit(models, clip, family):
 
 
 @pytest.mark.parametrize("family", ("llava", "onevision"))
-def test_tower_frames_normalise_exactly_as_the_processor(models, clip, family):
-    m = models[family]
+def test_tower_frames_normalise_exactly_as_the_processor(hf_tiny_models, clip, family):
+    m = hf_tiny_models[family]
     u8 = (clip.frames * 255).round().astype(np.uint8).transpose(0, 2, 3, 1)
     ours = m.encoder.normalise(model_frames(m, clip)[0])
     theirs = m.family.parts.image_processor(list(u8), return_tensors="pt")["pixel_values"]
     assert torch.equal(ours, theirs)
 
 
-def test_qwen2vl_video_layout_is_the_processors(models, clip):
+def test_qwen2vl_video_layout_is_the_processors(hf_tiny_models, clip):
     """One temporal patch of two equal frames = the image processor's output for that image (it tiles an image
     over the temporal patch): same values, same merge-window patch order."""
-    m = models["qwen2vl"]
+    m = hf_tiny_models["qwen2vl"]
     u8 = (clip.frames[:1] * 255).round().astype(np.uint8).transpose(0, 2, 3, 1)
     tf = m.family.tower_frames(np.concatenate([u8, u8]))  # (1, 6, H, W)
     ours = m.family.pixel_values_videos(tf)
@@ -86,10 +79,10 @@ def test_qwen2vl_video_layout_is_the_processors(models, clip):
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_partial_encoding_is_real_and_counted(models, family):
+def test_partial_encoding_is_real_and_counted(hf_tiny_models, family):
     """A static scene with one patch-sized change: only the changed patches go through the tower, the others
     cost nothing (FlopCounterMode per frame), and the decoder gets fewer tokens (fusion)."""
-    m = models[family]
+    m = hf_tiny_models[family]
     n = m.cfg.num_patches
     base = np.full((3, 112, 112), 0.3, np.float32)
     frames = np.stack([base] * 6)

@@ -65,6 +65,15 @@ class Family:
     def video_frames(self, n_tower_frames: int) -> int:
         return n_tower_frames
 
+    def _feature_layer(self, strategy: str) -> int:
+        """The one vision feature layer the config reads, refused unless it is the tested strategy."""
+        c = self.hf.config
+        if c.vision_feature_select_strategy != strategy or not isinstance(c.vision_feature_layer, int):
+            from workbench.errors import CheckpointError
+            raise CheckpointError(f"{self.title} is supported with one vision feature layer and the {strategy!r} "
+                                  f"strategy, not {c.vision_feature_layer!r} / {c.vision_feature_select_strategy!r}")
+        return c.vision_feature_layer
+
     # ---- the unmodified HF path (dense features; reference inputs for tests) ----------------------------------------
     def dense(self, frames: torch.Tensor) -> torch.Tensor:
         """(T', C', H', W') → (T', N, Dv) features through the unmodified HF tower (row-major patches)."""
@@ -116,10 +125,7 @@ class LlavaFamily(Family):
     video_note = "per-frame images (LLaVA-1.5 has no video path), their tokens back to back"
 
     def _tower(self):
-        c = self.hf.config
-        if c.vision_feature_select_strategy != "default" or not isinstance(c.vision_feature_layer, int):
-            raise ValueError("LLaVA with a single vision feature layer and the 'default' (CLS-dropping) strategy")
-        return clip_tower(self.hf.model.vision_tower, c.vision_feature_layer, self.parts.image_processor)
+        return clip_tower(self.hf.model.vision_tower, self._feature_layer("default"), self.parts.image_processor)
 
     @property
     def lm_tokens_per_tower_frame(self) -> int:
@@ -220,10 +226,7 @@ class OneVisionFamily(Family):
     video_note = "its video path: SigLIP per frame, 2×2 bilinear pooling, one newline token after the frames"
 
     def _tower(self):
-        c = self.hf.config
-        if c.vision_feature_select_strategy != "full" or not isinstance(c.vision_feature_layer, int):
-            raise ValueError("LLaVA-OneVision with a single vision feature layer and the 'full' strategy")
-        return siglip_tower(self.hf.model.vision_tower, c.vision_feature_layer, self.parts.image_processor)
+        return siglip_tower(self.hf.model.vision_tower, self._feature_layer("full"), self.parts.image_processor)
 
     def dense(self, frames):
         out = self.hf.model.vision_tower(self.tower.normalise(frames), output_hidden_states=True)
