@@ -6,6 +6,8 @@
     runner.py    caption_stream(model, source, method, cfg) → Windows as they complete; FrameLog
     captions.py  gesture captions consistent with the gesture head; the real-footage note
     subtitles.py windows → SRT / WebVTT
+    trace.py     a stream run in the one trace schema (frame-level rows; per-patch rows on demand)
+    synthetic.py long ShapesWorld streams written as video files (benchmarks, the dashboard's sample)
 
     >>> from workbench.models.registry import create_model
     >>> ws = list(caption_stream(create_model("tinyvlm-debug"), open_stream("shapes:1")))
