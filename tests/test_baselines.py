@@ -67,7 +67,6 @@ def test_zero_compression_is_dense_bit_for_bit(method, deep, clip):
 
 @pytest.mark.parametrize("budget", [98, 49, 31, 16])
 def test_budgets_are_met_or_the_achieved_one_is_what_is_reported(budget, deep, clip):
-    fr = frames_of(clip)
     rows, cols = grid_for_budget(14, budget)
     expect = {"tome": budget, "visionzip": budget, "random": budget, "pool": rows * cols,
               "eventful": (N + (T - 1) * k_for_budget(budget, T, N)) / T}

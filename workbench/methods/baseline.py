@@ -23,7 +23,7 @@ method's own matching / scoring work included). `finish_run` turns it into (Visu
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
@@ -96,6 +96,28 @@ def owner_in_order(owner_local: torch.Tensor, order: torch.Tensor, per_frame: in
     pos = inv.gather(1, owner_local.clamp_min(0))
     ids = pos + torch.arange(t)[:, None] * per_frame
     return torch.where(owner_local >= 0, ids, torch.full_like(ids, -1))
+
+
+class EncoderBaseline:
+    """What every baseline class shares: `config()` (its frozen config as a dict) and the pipeline's
+    `visual_tokens(...)` around its own `work(model, frames, modality) -> BaselineRun` (timed, counted, traced)."""
+
+    def config(self) -> dict:
+        return asdict(self.cfg)
+
+    def visual_tokens(self, model, frames: torch.Tensor, modality: str, clip=None,
+                      count: bool = False) -> tuple[VisualTokens, FrameStats]:
+        if frames.shape[0] != 1:
+            raise ValueError(f"{self.name} encodes one clip at a time (batch 1), got batch {frames.shape[0]}")
+        run, flops, ms = measured(lambda: self.work(model, frames, modality), count)
+        return finish_run(self.name, run, flops, ms)
+
+
+def dense_block(blk, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One encoder block on every token of x (F, n, D), with the dense model's calls → (output, q, k)."""
+    q, k, v = blk.attn.qkv(blk.ln1(x))  # each (F, h, n, hd)
+    x = x + blk.attn.attend(q, k, v)
+    return blk.hook_out(x + blk.mlp(blk.ln2(x))), q, k
 
 
 def block_costs(n: int, d: int, mlp: int) -> tuple[int, int]:

@@ -28,17 +28,14 @@ dense clip bit for bit (CPU kernels are batch invariant; tested, as STTF's τ = 
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from workbench.data.clip import Clip
 from workbench.eval.flops import block_flops
-from workbench.methods.baseline import BaselineRun, finish_run, measured, stem_flops
+from workbench.methods.baseline import BaselineRun, EncoderBaseline, stem_flops
 from workbench.methods.ops.fusion import fuse_runs, run_token_index
-from workbench.models.visual_tokens import VisualTokens
-from workbench.pipeline import FrameStats
 from workbench.trace.schema import DECISIONS
 
 POLICIES = ("topk", "threshold")
@@ -77,12 +74,10 @@ class _BlockState:
 
 
 @dataclass(frozen=True)
-class Eventful:
+class Eventful(EncoderBaseline):
     cfg: EventfulConfig = field(default_factory=EventfulConfig)
     name: str = "eventful"
 
-    def config(self) -> dict:
-        return asdict(self.cfg)
 
     def _gate(self, score: torch.Tensor, k: int) -> torch.Tensor:
         """(N,) change scores → sorted indices of the tokens to compute."""
@@ -155,9 +150,3 @@ class Eventful:
         out_rows = np.full_like(computed, float(n))
         return BaselineRun(vt, owner, codes, computed, out_rows, analytic, mask[0].sum(1).numpy().astype(np.float64))
 
-    def visual_tokens(self, model, frames: torch.Tensor, modality: str, clip: Clip | None = None,
-                      count: bool = False) -> tuple[VisualTokens, FrameStats]:
-        if frames.shape[0] != 1:
-            raise ValueError(f"Eventful encodes one clip at a time (batch 1), got batch {frames.shape[0]}")
-        run, flops, ms = measured(lambda: self.work(model, frames, modality), count)
-        return finish_run(self.name, run, flops, ms)

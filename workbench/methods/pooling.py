@@ -17,16 +17,13 @@ budget = N (cells of one patch) is dense, bit for bit (tested).
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from workbench.data.clip import Clip
-from workbench.methods.baseline import BaselineRun, block_costs, finish_run, measured, stem_flops
+from workbench.methods.baseline import BaselineRun, EncoderBaseline, block_costs, stem_flops
 from workbench.methods.ops.spatial import cell_centres, frame_tokens, grid_for_budget, pool_grid
-from workbench.models.visual_tokens import VisualTokens
-from workbench.pipeline import FrameStats
 from workbench.trace.schema import DECISIONS
 
 
@@ -43,12 +40,10 @@ class PoolConfig:
 
 
 @dataclass(frozen=True)
-class Pool:
+class Pool(EncoderBaseline):
     cfg: PoolConfig = field(default_factory=PoolConfig)
     name: str = "pool"
 
-    def config(self) -> dict:
-        return asdict(self.cfg)
 
     def work(self, model, frames: torch.Tensor, modality: str) -> BaselineRun:
         out = model.encode(frames, modality)[0]  # (T, N, D) the dense encoder
@@ -69,7 +64,3 @@ class Pool:
         rows_in = np.full((layers, t), float(n))
         return BaselineRun(vt, owner, codes.long(), rows_in, rows_in.copy(), np.full(t, float(flops)))
 
-    def visual_tokens(self, model, frames: torch.Tensor, modality: str, clip: Clip | None = None,
-                      count: bool = False) -> tuple[VisualTokens, FrameStats]:
-        run, flops, ms = measured(lambda: self.work(model, frames, modality), count)
-        return finish_run(self.name, run, flops, ms)

@@ -19,16 +19,13 @@ budget = N keeps every patch: dense, bit for bit (tested).
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from workbench.data.clip import Clip
-from workbench.methods.baseline import BaselineRun, block_costs, finish_run, measured, owner_in_order, stem_flops
+from workbench.methods.baseline import BaselineRun, EncoderBaseline, block_costs, dense_block, owner_in_order, stem_flops
 from workbench.methods.ops.spatial import frame_tokens
-from workbench.models.visual_tokens import VisualTokens
-from workbench.pipeline import FrameStats
 from workbench.trace.schema import DECISIONS
 
 WHERE = ("output", "input")
@@ -58,12 +55,10 @@ class RandomSelectConfig:
 
 
 @dataclass(frozen=True)
-class RandomSelect:
+class RandomSelect(EncoderBaseline):
     cfg: RandomSelectConfig = field(default_factory=RandomSelectConfig)
     name: str = "random"
 
-    def config(self) -> dict:
-        return asdict(self.cfg)
 
     def work(self, model, frames: torch.Tensor, modality: str) -> BaselineRun:
         enc = model.encoder
@@ -78,9 +73,7 @@ class RandomSelect:
             x = pick(x)  # (T, k, D): only the drawn patches are encoded
         m = x.shape[1]
         for blk in enc.blocks:
-            q, k, v = blk.attn.qkv(blk.ln1(x))
-            x = x + blk.attn.attend(q, k, v)
-            x = blk.hook_out(x + blk.mlp(blk.ln2(x)))
+            x = dense_block(blk, x)[0]
         out = enc.finish(x, modality)
         if not inside:
             out = pick(out)
@@ -93,7 +86,3 @@ class RandomSelect:
         return BaselineRun(vt, owner_in_order(local, order, kk), codes, rows_in, rows_in.copy(),
                            np.full(t, float(flops)))
 
-    def visual_tokens(self, model, frames: torch.Tensor, modality: str, clip: Clip | None = None,
-                      count: bool = False) -> tuple[VisualTokens, FrameStats]:
-        run, flops, ms = measured(lambda: self.work(model, frames, modality), count)
-        return finish_run(self.name, run, flops, ms)

@@ -27,18 +27,15 @@ bias: the dense encoder's calls, bit for bit (tested).
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from workbench.data.clip import Clip
-from workbench.methods.baseline import BaselineRun, block_costs, finish_run, measured, owner_in_order, stem_flops
+from workbench.methods.baseline import BaselineRun, EncoderBaseline, block_costs, owner_in_order, stem_flops
 from workbench.methods.ops.merge import bipartite_soft_matching, follow, merge_index, merge_wavg, parse_r, \
     schedule_for_budget
 from workbench.methods.ops.spatial import frame_tokens
-from workbench.models.visual_tokens import VisualTokens
-from workbench.pipeline import FrameStats
 from workbench.trace.schema import DECISIONS
 
 SCHEDULES = {"constant": 0.0, "decreasing": -1.0, "increasing": 1.0}
@@ -78,12 +75,10 @@ class ToMeConfig:
 
 
 @dataclass(frozen=True)
-class ToMe:
+class ToMe(EncoderBaseline):
     cfg: ToMeConfig = field(default_factory=ToMeConfig)
     name: str = "tome"
 
-    def config(self) -> dict:
-        return asdict(self.cfg)
 
     def work(self, model, frames: torch.Tensor, modality: str) -> BaselineRun:
         """Frames (1, T, C, H, W) → the merged tokens of every frame (all frames as one batch)."""
@@ -121,7 +116,3 @@ class ToMe:
         rows = lambda v: np.tile(np.asarray(v, np.float64)[:, None], (1, t))  # noqa: E731  (L,) → (L, T)
         return BaselineRun(vt, ids, codes, rows(layer_in), rows(layer_out), np.full(t, float(flops)))
 
-    def visual_tokens(self, model, frames: torch.Tensor, modality: str, clip: Clip | None = None,
-                      count: bool = False) -> tuple[VisualTokens, FrameStats]:
-        run, flops, ms = measured(lambda: self.work(model, frames, modality), count)
-        return finish_run(self.name, run, flops, ms)

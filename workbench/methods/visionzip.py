@@ -21,16 +21,13 @@ budget = N (no contextual tokens) keeps every token: dense, bit for bit (tested)
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from workbench.data.clip import Clip
-from workbench.methods.baseline import BaselineRun, block_costs, finish_run, measured, owner_in_order, stem_flops
+from workbench.methods.baseline import BaselineRun, EncoderBaseline, block_costs, dense_block, owner_in_order, stem_flops
 from workbench.methods.ops.spatial import attention_received, contextual_merge, frame_tokens, merge_flops
-from workbench.models.visual_tokens import VisualTokens
-from workbench.pipeline import FrameStats
 from workbench.trace.schema import DECISIONS
 
 
@@ -57,12 +54,10 @@ class VisionZipConfig:
 
 
 @dataclass(frozen=True)
-class VisionZip:
+class VisionZip(EncoderBaseline):
     cfg: VisionZipConfig = field(default_factory=VisionZipConfig)
     name: str = "visionzip"
 
-    def config(self) -> dict:
-        return asdict(self.cfg)
 
     def work(self, model, frames: torch.Tensor, modality: str) -> BaselineRun:
         enc = model.encoder
@@ -73,9 +68,7 @@ class VisionZip:
         flops = stem_flops(model, modality, n)
         q = k = None
         for blk in enc.blocks:
-            q, k, v = blk.attn.qkv(blk.ln1(x))  # each (T, h, N, hd)
-            x = x + blk.attn.attend(q, k, v)
-            x = blk.hook_out(x + blk.mlp(blk.ln2(x)))
+            x, q, k = dense_block(blk, x)  # q, k: (T, h, N, hd), the last block's are the scores' inputs
             flops += sum(block_costs(n, d, mlp))
         out = enc.finish(x, modality)  # (T, N, D)
         layers = len(enc.blocks)
@@ -106,7 +99,3 @@ class VisionZip:
         owner = owner_in_order(local, order, dom + ctx)
         return BaselineRun(vt, owner, codes, rows, rows, np.full(t, float(flops)))
 
-    def visual_tokens(self, model, frames: torch.Tensor, modality: str, clip: Clip | None = None,
-                      count: bool = False) -> tuple[VisualTokens, FrameStats]:
-        run, flops, ms = measured(lambda: self.work(model, frames, modality), count)
-        return finish_run(self.name, run, flops, ms)
