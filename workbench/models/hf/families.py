@@ -59,8 +59,10 @@ class Family:
         return out["pixel_values"]
 
     def tower_frames(self, frames: np.ndarray) -> torch.Tensor:
-        """(T, H, W, 3) uint8 video frames → (T', C', H', W') tower frames in [0, 1]."""
-        return self._resize(frames)
+        """(T, H, W, 3) uint8 video frames → (T', C', H', W') tower frames in [0, 1], cut to whole patches (the
+        patch conv never sees the rest: SigLIP-384 with 14-px patches reads 378 of 384 pixels)."""
+        (gh, gw), p = self.tower.grid, self.tower.patch_size
+        return self._resize(frames)[..., : gh * p, : gw * p]
 
     def video_frames(self, n_tower_frames: int) -> int:
         return n_tower_frames

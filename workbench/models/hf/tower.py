@@ -81,6 +81,7 @@ class TowerAttention(nn.Module):
         self.fused, self.rope = fused, rope
         self.indexed = rope is not None  # partial encoding passes the rows' indices (positions) to qkv
         self.register_buffer("key_order", key_order, persistent=False)
+        self.register_buffer("rows_back", None if key_order is None else torch.argsort(key_order), persistent=False)
         self.call_kwargs = dict(call_kwargs or {})
         self._fn = _interface(hf_attn)
 
@@ -97,9 +98,14 @@ class TowerAttention(nn.Module):
 
     def attend(self, q, k, v, bias=None, causal=False) -> torch.Tensor:
         """R queries over all N' cached keys/values (row-major) → (B, R, D), through the HF attention function."""
+        full = self.key_order is not None and q.shape[2] == k.shape[2]
         if self.key_order is not None:
             k, v = k[:, :, self.key_order], v[:, :, self.key_order]  # back to the HF token order
+        if full:  # a whole frame: queries in the HF order too (the CPU attention kernel's rows depend on it)
+            q = q[:, :, self.key_order]
         out = self._fn(self.hf, q, k, v, None, scaling=self.scale, dropout=0.0, **self.call_kwargs)[0]  # (B, R, h, hd)
+        if full:
+            out = out[:, self.rows_back]
         b, r = q.shape[0], q.shape[2]
         out = out.reshape(b, r, -1).contiguous()
         return (self.hf.proj if self.fused else self.hf.out_proj)(out)
