@@ -49,3 +49,13 @@ def test_model_box_runs_an_hf_folder_through_the_server(dashboard_server, folder
     with pytest.raises(Exception, match="not in the local Hugging Face cache"):
         c.predict(*bad, api_name="/analyse")
     assert c.predict(*args[:-1], api_name="/analyse")[-1].count("tinyvlm-debug")  # the box left out: the app's model
+
+
+def test_question_tab_on_an_hf_model(folders):
+    """The decoder-layer views place the LM's own tokens (Qwen2-VL: merged 2×2 windows of frame pairs)."""
+    from workbench.ui.prune_callbacks import PruneSpec, analyse_prune, prune_views
+    a = analyse_prune(None, "slow motion", PruneSpec("sparsevlm", "what color is the background", keep=0.5),
+                      SessionCache(), f"hf:{folders['qwen2vl']}", 8)
+    v = prune_views(a, 5, 1)
+    assert v.overlay.layout.title.text.startswith("frame 2 · leaving layer 1")  # tower frame 2 holds frames 4–5
+    assert a.words[1:4] == ["what", "color", "is"] and abs(a.result.decoder_keep - 0.5) < 0.1  # after <|vision_end|>

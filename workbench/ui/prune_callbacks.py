@@ -139,7 +139,7 @@ def analyse_prune(upload: str | None, sample: str | None, spec: PruneSpec, cache
     progress(0.6, desc=f"answering under {spec.label()}")
     result = cache.method_result(key, model_name, spec, lambda: describe(model, clip, method, prompt=q, trace=True))
     tok = model.tokenizer
-    words = [tok.vocab[i] for i in tok.prompt_ids(q)]
+    words = model.prompt_words(q) if hasattr(model, "prompt_words") else [tok.vocab[i] for i in tok.prompt_ids(q)]
     truth = next((a for qq, a in clip.qa if normalise_text(qq) == normalise_text(q)), None)
     progress(1.0, desc="done")
     return PruneAnalysis(key, clip, model_name, spec, dense, result, words, truth)
@@ -158,11 +158,14 @@ class RunKey:
 def prune_views(a: PruneAnalysis, frame: int = 0, layer: int = 0, view: str = "decision") -> PruneViews:
     """The tab's linked figures at one frame and one decoder layer (−1 = the decoder's input)."""
     t = max(0, min(int(frame or 0), a.num_frames - 1))
-    depth = len(get_model(a.model_name).decoder.blocks)
+    model = get_model(a.model_name)
+    depth = len(model.decoder.blocks)
     lay = max(-1, min(int(layer), depth - 1))
     trace = a.result.trace
-    return PruneViews(decoder_overlay(a.clip.frames[t], trace, t, lay, view), layer_tokens(trace, a.dense.trace),
-                      prompt_raters(trace, a.words), kept_per_frame(trace, lay, t, a.num_frames))
+    step = getattr(model.cfg, "frames_per_step", 1)  # Hugging Face models: Qwen2-VL's tokens span frame pairs
+    ft, nt = t // step, -(-a.num_frames // step)
+    return PruneViews(decoder_overlay(a.clip.frames[t], trace, ft, lay, view), layer_tokens(trace, a.dense.trace),
+                      prompt_raters(trace, a.words), kept_per_frame(trace, lay, ft, nt))
 
 
 def answer_markdown(a: PruneAnalysis) -> str:

@@ -106,6 +106,11 @@ class HFVLM:
         return [f"{c.name}: {self.family.title}, {c.grid[0]}×{c.grid[1]} patches per tower frame, video as "
                 f"{c.video}; STTF gates and partial encoding run in its own vision tower"]
 
+    def prompt_words(self, prompt: str) -> list[str]:
+        """The tokens after the visual block for this prompt (the text SparseVLM's raters are chosen from)."""
+        kw, start, n = self.family.inputs(prompt, 1)
+        return self.tokenizer.convert_ids_to_tokens(kw["input_ids"][0, start + n:].tolist())
+
     # ---- the protocol --------------------------------------------------------------------------------------------
     def eval(self) -> "HFVLM":
         self.hf.eval()
