@@ -139,7 +139,7 @@ def main() -> int:
     p.add_argument("--parts", default="tower,decoder")
     p.add_argument("--families", default="llava,onevision,qwen2vl")
     p.add_argument("--shape", choices=("real", "tiny"), default="real", help="tiny: a smoke run of the script")
-    args = p.parse_args()
+    args, _ = p.parse_known_args()  # run_all.py's --limit / --model are not this script's
     torch.set_num_threads(args.threads)
     timed = args.time == "on" or (args.time == "auto" and quiet())
     load = machine_info()["load_avg"]

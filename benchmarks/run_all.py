@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = ["bench_sttf.py", "bench_anc.py", "bench_stream.py"]
+SCRIPTS = ["bench_sttf.py", "bench_anc.py", "bench_stream.py", "bench_hf.py"]
 
 
 def main() -> int:
