@@ -150,3 +150,25 @@ def test_configs_round_trip_through_the_sweep_rebuild(deep):
     for name in ("tome", "eventful", "visionzip", "random", "pool", "fastv", "sparsevlm", "random-prune"):
         m = at_budget(name, 31, deep)
         assert method_from_config(name, m.config()).config() == m.config(), name
+
+
+def test_the_baselines_run_on_a_hugging_face_tower_through_the_same_interface(hf_tiny_models, clip):
+    """SigLIP (LLaVA-OneVision, tiny random): every baseline at zero compression is the unmodified HF tower bit for
+    bit, and compresses at a budget; towers the baselines cannot serve say why (Qwen2-VL's 2-D RoPE rows for ToMe,
+    CLIP's CLS token)."""
+    from workbench.pipeline import model_frames
+    m = hf_tiny_models["onevision"]
+    fr = model_frames(m, clip)
+    n = m.cfg.num_patches
+    dense, _ = Dense().visual_tokens(m, fr, "rgb")
+    for name in ("tome", "eventful", "visionzip", "random", "pool"):
+        vt, _ = at_budget(name, n, m, frames=fr.shape[1]).visual_tokens(m, fr, "rgb")
+        assert torch.equal(vt.embeds, dense.embeds), name
+        small, _ = at_budget(name, n // 4, m, frames=fr.shape[1]).visual_tokens(m, fr, "rgb")
+        assert small.num_tokens < dense.num_tokens, name
+    with pytest.raises(ValueError, match="RoPE"):
+        q = hf_tiny_models["qwen2vl"]
+        at_budget("tome", 4, q).visual_tokens(q, model_frames(q, clip), "rgb")
+    with pytest.raises(ValueError, match="CLS"):
+        v = hf_tiny_models["llava"]
+        at_budget("visionzip", 4, v).visual_tokens(v, model_frames(v, clip), "rgb")

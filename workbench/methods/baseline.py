@@ -113,9 +113,21 @@ class EncoderBaseline:
         return finish_run(self.name, run, flops, ms)
 
 
+def qkv(blk, h: torch.Tensor, idx: torch.Tensor | None = None):
+    """q, k, v of rows h (F, R, D): `attn.qkv(h)`, or `attn.qkv(h, idx)` on a RoPE tower (`attn.indexed`, HF
+    Qwen2-VL), whose rows need their patch positions idx (R,) — shared by the batch, so a method whose frames keep
+    different patches (ToMe after a merge, random selection at the input) cannot run there and says so."""
+    if getattr(blk.attn, "indexed", False):
+        if idx is None:
+            raise ValueError("this tower's attention needs each row's patch position (2-D RoPE) and this method "
+                             "gives every frame different rows; run it on a tower without RoPE")
+        return blk.attn.qkv(h, idx)
+    return blk.attn.qkv(h)
+
+
 def dense_block(blk, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One encoder block on every token of x (F, n, D), with the dense model's calls → (output, q, k)."""
-    q, k, v = blk.attn.qkv(blk.ln1(x))  # each (F, h, n, hd)
+    q, k, v = qkv(blk, blk.ln1(x), torch.arange(x.shape[1]))  # each (F, h, n, hd)
     x = x + blk.attn.attend(q, k, v)
     return blk.hook_out(x + blk.mlp(blk.ln2(x))), q, k
 
@@ -126,7 +138,21 @@ def block_costs(n: int, d: int, mlp: int) -> tuple[int, int]:
 
 
 def stem_flops(model, modality: str, n: int) -> int:
-    enc = model.encoder
-    stem = enc.stems[modality] if hasattr(enc, "stems") else None
-    pdim = stem.in_features if stem is not None else 0
-    return 2 * n * pdim * model.cfg.enc_dim
+    """Analytic FLOPs of the patch embedding of n patches (a linear stem: 2 · n · pixels per patch · width)."""
+    stem = getattr(model.encoder, "stems", {})[modality]
+    return 2 * n * stem.in_features * stem.out_features
+
+
+def mlp_width(model) -> int:
+    """The encoder MLP's hidden width, read from the first block's `mlp.fc1` (TinyVLM, CLIP, SigLIP, Qwen2-VL)."""
+    return int(model.encoder.blocks[0].mlp.fc1.out_features)
+
+
+def patch_tokens(model, x: torch.Tensor) -> int:
+    """The patch count of embeddings x (F, n, D): a tower that adds tokens of its own (CLIP's CLS) is refused —
+    the baselines select, merge and place patches on the grid."""
+    n = model.cfg.num_patches
+    if x.shape[1] != n:
+        raise ValueError(f"the encoder embeds {x.shape[1]} tokens for {n} patches (a CLS token?): the encoder-side "
+                         "baselines run on patch-only towers (TinyVLM, SigLIP)")
+    return n

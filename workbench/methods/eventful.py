@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from workbench.eval.flops import block_flops
-from workbench.methods.baseline import BaselineRun, EncoderBaseline, stem_flops
+from workbench.methods.baseline import BaselineRun, EncoderBaseline, mlp_width, patch_tokens, qkv, stem_flops
 from workbench.methods.ops.fusion import fuse_runs, run_token_index
 from workbench.trace.schema import DECISIONS
 
@@ -91,8 +91,8 @@ class Eventful(EncoderBaseline):
     def work(self, model, frames: torch.Tensor, modality: str) -> BaselineRun:
         enc = model.encoder
         t = frames.shape[1]
-        n, d = model.cfg.num_patches, model.cfg.enc_dim
-        mlp = int(d * model.cfg.enc_mlp_ratio)
+        n = model.cfg.num_patches
+        mlp = mlp_width(model)
         k = k_for_budget(self.cfg.budget, t, n) if self.cfg.budget is not None else self.cfg.k
         states: list[_BlockState] = []
         final = None
@@ -100,6 +100,8 @@ class Eventful(EncoderBaseline):
         analytic = np.zeros(t)
         for f in range(t):
             x = enc.embed(frames[:, f], modality)  # (1, N, D)
+            d = x.shape[-1]
+            patch_tokens(model, x)
             analytic[f] = stem_flops(model, modality, n)
             last = None
             for li, blk in enumerate(enc.blocks):
@@ -109,7 +111,7 @@ class Eventful(EncoderBaseline):
                     idx = self._gate((x - states[li].ref)[0].norm(dim=-1), k)  # (R,)
                 r = idx.numel()
                 if r == n:  # the dense block's exact calls
-                    q, kk, v = blk.attn.qkv(blk.ln1(x))
+                    q, kk, v = qkv(blk, blk.ln1(x), idx)
                     a = x + blk.attn.attend(q, kk, v)
                     o = blk.hook_out(a + blk.mlp(blk.ln2(a)))
                     st = _BlockState(x.clone(), kk.clone(memory_format=torch.contiguous_format),
@@ -123,7 +125,7 @@ class Eventful(EncoderBaseline):
                     x = states[li].out
                 else:
                     s, xs = states[li], x[:, idx]  # (1, R, D)
-                    q, kk, v = blk.attn.qkv(blk.ln1(xs))
+                    q, kk, v = qkv(blk, blk.ln1(xs), idx)
                     s.k.index_copy_(2, idx, kk)
                     s.v.index_copy_(2, idx, v)
                     a = xs + blk.attn.attend(q, s.k, s.v)  # R queries over all N keys

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from workbench.methods.baseline import BaselineRun, EncoderBaseline, block_costs, stem_flops
+from workbench.methods.baseline import BaselineRun, EncoderBaseline, block_costs, mlp_width, stem_flops
 from workbench.methods.ops.spatial import cell_centres, frame_tokens, grid_for_budget, pool_grid
 from workbench.trace.schema import DECISIONS
 
@@ -59,7 +59,7 @@ class Pool(EncoderBaseline):
         owner = cells[None] + torch.arange(t)[:, None] * c  # centres are row-major, so cell order = token order
         codes = torch.where(count[cells] > 1, DECISIONS["fused"], DECISIONS["kept"]).expand(t, -1).clone()
         layers = len(model.encoder.blocks)
-        mlp = int(d * model.cfg.enc_mlp_ratio)
+        mlp = mlp_width(model)
         flops = stem_flops(model, modality, n) + layers * sum(block_costs(n, d, mlp))
         rows_in = np.full((layers, t), float(n))
         return BaselineRun(vt, owner, codes.long(), rows_in, rows_in.copy(), np.full(t, float(flops)))

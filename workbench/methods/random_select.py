@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from workbench.methods.baseline import BaselineRun, EncoderBaseline, block_costs, dense_block, owner_in_order, stem_flops
+from workbench.methods.baseline import (BaselineRun, EncoderBaseline, block_costs, dense_block, mlp_width,
+                                        owner_in_order, patch_tokens, qkv, stem_flops)
 from workbench.methods.ops.spatial import frame_tokens
 from workbench.trace.schema import DECISIONS
 
@@ -63,13 +64,16 @@ class RandomSelect(EncoderBaseline):
     def work(self, model, frames: torch.Tensor, modality: str) -> BaselineRun:
         enc = model.encoder
         x = enc.embed(frames[0], modality)  # (T, N, D)
-        t, n, d = x.shape
+        t, _, d = x.shape
+        n = patch_tokens(model, x)
         kk = min(self.cfg.budget, n)
-        mlp = int(d * model.cfg.enc_mlp_ratio)
+        mlp = mlp_width(model)
         idx = torch.arange(n).expand(t, -1) if kk == n else random_patches(t, n, kk, self.cfg.seed)  # (T, k)
         pick = lambda z: z if kk == n else z.gather(1, idx[..., None].expand(-1, -1, z.shape[-1]))  # noqa: E731
         inside = self.cfg.where == "input"
         if inside:
+            if getattr(enc.blocks[0].attn, "indexed", False) and kk < n:
+                qkv(enc.blocks[0], x[:1, :1])  # a RoPE tower: says why this cannot run there
             x = pick(x)  # (T, k, D): only the drawn patches are encoded
         m = x.shape[1]
         for blk in enc.blocks:

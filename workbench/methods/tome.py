@@ -32,7 +32,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from workbench.methods.baseline import BaselineRun, EncoderBaseline, block_costs, owner_in_order, stem_flops
+from workbench.methods.baseline import (BaselineRun, EncoderBaseline, block_costs, mlp_width, owner_in_order,
+                                        patch_tokens, qkv, stem_flops)
 from workbench.methods.ops.merge import bipartite_soft_matching, follow, merge_index, merge_wavg, parse_r, \
     schedule_for_budget
 from workbench.methods.ops.spatial import frame_tokens
@@ -84,18 +85,18 @@ class ToMe(EncoderBaseline):
         """Frames (1, T, C, H, W) → the merged tokens of every frame (all frames as one batch)."""
         enc = model.encoder
         x = enc.embed(frames[0], modality)  # (T, N, D)
-        t, n, d = x.shape
+        t, _, d = x.shape
+        n = patch_tokens(model, x)
         size = torch.ones(t, n, dtype=x.dtype)
         patch = torch.arange(n).expand(t, -1).clone()  # (T, n) position of every current token
         owner = torch.arange(n).expand(t, -1).clone()  # (T, N) current token of every patch
         rs = self.cfg.per_layer(len(enc.blocks), n)
-        mlp = int(model.cfg.enc_dim * model.cfg.enc_mlp_ratio)
-        hd = d // model.cfg.enc_heads
+        mlp = mlp_width(model)
         merged = False
         layer_in, layer_out, flops = [], [], stem_flops(model, modality, n)
         for blk, r in zip(enc.blocks, rs):
             cur = x.shape[1]
-            q, k, v = blk.attn.qkv(blk.ln1(x))  # each (T, h, cur, hd)
+            q, k, v = qkv(blk, blk.ln1(x), None if merged else torch.arange(cur))  # each (T, h, cur, hd)
             bias = size.log()[:, None, None, :] if merged and self.cfg.prop_attn else None  # (T, 1, 1, cur)
             x = x + blk.attn.attend(q, k, v, bias)
             m = bipartite_soft_matching(k.mean(1), r)  # head-mean keys (T, cur, hd)
@@ -103,8 +104,8 @@ class ToMe(EncoderBaseline):
                 x, size = merge_wavg(m, x, size)
                 patch, owner, merged = merge_index(m, patch), follow(owner, m), True
             x = blk.hook_out(x + blk.mlp(blk.ln2(x)))
-            att, mlp_f = block_costs(cur, d, mlp)
-            flops += att + (2 * ((cur + 1) // 2) * (cur // 2) * hd if m is not None else 0) \
+            att = block_costs(cur, d, mlp)[0]
+            flops += att + (2 * ((cur + 1) // 2) * (cur // 2) * k.shape[-1] if m is not None else 0) \
                 + block_costs(x.shape[1], d, mlp)[1]
             layer_in.append(cur)
             layer_out.append(x.shape[1])

@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from workbench.methods.baseline import BaselineRun, EncoderBaseline, block_costs, dense_block, owner_in_order, stem_flops
+from workbench.methods.baseline import (BaselineRun, EncoderBaseline, block_costs, dense_block, mlp_width,
+                                        owner_in_order, patch_tokens, stem_flops)
 from workbench.methods.ops.spatial import attention_received, contextual_merge, frame_tokens, merge_flops
 from workbench.trace.schema import DECISIONS
 
@@ -62,9 +63,10 @@ class VisionZip(EncoderBaseline):
     def work(self, model, frames: torch.Tensor, modality: str) -> BaselineRun:
         enc = model.encoder
         x = enc.embed(frames[0], modality)  # (T, N, D)
-        t, n, d = x.shape
+        t, _, d = x.shape
+        n = patch_tokens(model, x)
         dom, ctx = self.cfg.split(n)
-        mlp = int(d * model.cfg.enc_mlp_ratio)
+        mlp = mlp_width(model)
         flops = stem_flops(model, modality, n)
         q = k = None
         for blk in enc.blocks:
