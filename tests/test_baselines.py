@@ -172,3 +172,8 @@ def test_the_baselines_run_on_a_hugging_face_tower_through_the_same_interface(hf
     with pytest.raises(ValueError, match="CLS"):
         v = hf_tiny_models["llava"]
         at_budget("visionzip", 4, v).visual_tokens(v, model_frames(v, clip), "rgb")
+
+
+def test_a_budget_below_the_keyframe_floor_is_as_close_as_sttf_gets(deep, clip):
+    d = describe(deep, clip, at_budget("sttf", 16, deep, frames=T))  # 8 frames: frame 0 alone is 196 / 8 = 24.5
+    assert d.tokens_per_frame == pytest.approx(N / T)

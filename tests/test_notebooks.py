@@ -26,7 +26,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 NB_DIR = REPO / "notebooks"
 NOTEBOOKS = sorted(NB_DIR.glob("*.ipynb"))
-EXPECTED = ["00_quickstart", "10_sttf", "20_anc", "30_events", "40_sparsevlm", "90_paper_figures"]
+EXPECTED = ["00_quickstart", "10_sttf", "20_anc", "30_events", "40_sparsevlm", "50_cloud_device", "60_compare",
+            "90_paper_figures"]
 CELL_TIMEOUT = int(os.environ.get("WORKBENCH_NB_CELL_TIMEOUT", "180"))
 NOTEBOOK_TIMEOUT = int(os.environ.get("WORKBENCH_NB_TIMEOUT", "900"))  # pytest-timeout backstop per notebook
 PLOTLY_MIME = "application/vnd.plotly.v1+json"

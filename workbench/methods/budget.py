@@ -14,7 +14,8 @@
 - dense and ANC have no budget knob (ANC's router decides): they run as they are and report what they hit.
 
 A method that cannot hit B exactly (pooling at a prime B, ToMe past its ≤ 50 % per block cap, the temporal
-methods on short clips) is built as close as it can get; the sweep records the tokens it actually sent.
+methods on short clips: below STTF's keyframe floor only the keyframes are recomputed) is built as close as it
+can get; the sweep records the tokens it actually sent.
 `method_from_config(name, config)` rebuilds a method from `method.config()` (the sweep's cells carry configs,
 so a worker process or a Ray task rebuilds exactly what the planner resolved, calibrated τ included).
 
@@ -127,7 +128,10 @@ def at_budget(name: str, budget: float | None, model, knobs: dict | None = None,
         if "tau" in knobs or b >= n:
             return cls(cfg_cls(**{"tau": 0.0, **knobs}))
         from workbench.methods.sttf import budget_config
-        return cls(budget_config(model, calibration_clips(frames), b / n, **knobs))
+        try:
+            return cls(budget_config(model, calibration_clips(frames), b / n, **knobs))
+        except ValueError:  # below the keyframe floor (frame 0 is dense): as close as STTF gets, reported as hit
+            return cls(cfg_cls(**{"tau": 1e9, **knobs}))
     if name == "eventful":
         return cls(cfg_cls(**{"budget": b, **knobs}))
     return cls(cfg_cls(**{"budget": int(round(b)), **knobs}))
