@@ -44,7 +44,8 @@ def test_tau_zero_is_the_unmodified_model_bit_for_bit(hf_tiny_models, clip, fami
     frames = model_frames(m, clip)  # (1, T', C', H', W') at the tower's size
     r = STTF(STTFConfig(tau=0.0)).run(m, frames, "rgb")
     assert bool(r.mask.all())
-    assert torch.equal(r.enc, m.encode(frames))  # tower features = the HF tower's (row-major patches)
+    assert torch.equal(r.enc, m.encode(frames))  # = the dense baseline (all frames in one batch) …
+    assert torch.equal(r.enc[0], m.family.dense(frames[0]))  # … = the unmodified HF tower (row-major patches)
     kw, block = m.lm_inputs(r.vt, "what is moving")
     feats = kw["mm_encoder_outputs"]
     ours = torch.cat(list(feats["image"].pooler_output)) if "image" in feats else \

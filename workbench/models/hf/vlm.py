@@ -22,6 +22,7 @@ frame); `Generation.visual_tokens` is the number of visual tokens that entered t
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from dataclasses import asdict, dataclass
@@ -51,6 +52,9 @@ class HFModelCard:
     max_frames: int  # tower frames that fit in the decoder's context
     decoder_layers: int
     video: str  # how a video reaches the model
+    enc_dim: int = 0  # the tower's width, depth (blocks run) and MLP ratio (for analytic FLOPs, METHODS.md §7)
+    enc_depth: int = 0
+    enc_mlp_ratio: float = 4.0
     caption_prompt: str = "describe the clip"
     gesture_classes: tuple = ()
     transformers: str = ""
@@ -88,8 +92,14 @@ class HFVLM:
         self.cfg = HFModelCard(name, family.name, type(self.hf).__name__, tuple(self.encoder.grid),
                                self.encoder.patch_size, size, self.encoder.num_patches,
                                family.video_frames(1), per, max(1, min(MAX_FRAMES, (ctx - context_margin) // per)),
-                               len(lm.layers), family.video_note, transformers=transformers.__version__)
+                               len(lm.layers), family.video_note, enc_dim=self.encoder.dim,
+                               enc_depth=len(self.encoder.blocks), enc_mlp_ratio=self._mlp_ratio(),
+                               transformers=transformers.__version__)
         self.compression = None
+
+    def _mlp_ratio(self) -> float:
+        fc1 = getattr(self.encoder.blocks[0].mlp, "fc1", None)
+        return fc1.out_features / self.encoder.dim if fc1 is not None else 4.0
 
     def _frame_size(self):
         g, p = self.encoder.grid, self.encoder.patch_size
@@ -139,9 +149,10 @@ class HFVLM:
 
     @torch.no_grad()
     def encode(self, frames: torch.Tensor, modality: str = "rgb") -> torch.Tensor:
-        """(1, T', C', H', W') → (1, T', N, Dv): the unmodified HF tower (the dense baseline)."""
-        self.encoder._check(modality)
-        return self.family.dense(frames[0])[None]
+        """(1, T', C', H', W') → (1, T', N, Dv), every token of every tower frame in one batch: the dense
+        baseline. Its blocks are the HF tower's up to the feature layer (LLaVA's HF path also runs the unused last
+        layer, not charged here); the features equal the HF tower's (`family.dense`) bit for bit (tested)."""
+        return self.encoder(frames[0], modality)[None]
 
     def encode_dense(self, frames: torch.Tensor, modality: str = "rgb") -> VisualTokens:
         return VisualTokens.dense(self.encode(frames, modality))
@@ -180,7 +191,7 @@ class HFVLM:
         run = PrunedPrefill(self.lm, plan, block, getattr(pruner, "name", "decoder"))
         counter = _PrefillCounter(self.hf) if count else None
         t0 = time.perf_counter()
-        with run, (counter or _Null()):
+        with run, (counter or contextlib.nullcontext()):
             out = self.hf.generate(**kw, max_new_tokens=max_new_tokens, do_sample=False, return_dict_in_generate=True,
                                    output_scores=True)
         total_ms = (time.perf_counter() - t0) * 1e3
@@ -202,14 +213,6 @@ class HFVLM:
         gen.sequences, gen.total_ms = out.sequences, total_ms
         gen.cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)  # per layer: pruned lengths
         return gen
-
-
-class _Null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 class _PrefillCounter:
