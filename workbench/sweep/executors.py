@@ -83,7 +83,7 @@ def run_ray(cells: Iterable[Cell], workers: int = 2) -> Iterator[tuple[Cell, dic
     if not ray.is_initialized():
         address = os.environ.get("RAY_ADDRESS")
         if address:
-            ray.init(address=address, include_dashboard=False, log_to_driver=False)
+            ray.init(address=address, log_to_driver=False)  # an existing cluster (its nodes need `workbench` installed)
         else:
             ray.init(num_cpus=max(1, workers), include_dashboard=False, log_to_driver=False,
                      configure_logging=False, runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})
