@@ -68,8 +68,9 @@ def test_zero_compression_is_dense_bit_for_bit(method, deep, clip):
 @pytest.mark.parametrize("budget", [98, 49, 31, 16])
 def test_budgets_are_met_or_the_achieved_one_is_what_is_reported(budget, deep, clip):
     rows, cols = grid_for_budget(14, budget)
-    expect = {"tome": budget, "visionzip": budget, "random": budget, "pool": rows * cols,
-              "eventful": (N + (T - 1) * k_for_budget(budget, T, N)) / T}
+    temporal = (N + (T - 1) * k_for_budget(budget, T, N)) / T  # frame 0 dense, k per later frame
+    expect = {"tome": budget, "visionzip": budget, "random": budget, "pool": rows * cols, "eventful": temporal,
+              "sttf": temporal}
     for name, want in expect.items():
         d = describe(deep, clip, at_budget(name, budget, deep, frames=T))
         assert d.tokens_per_frame == pytest.approx(want), name
@@ -147,8 +148,8 @@ def test_trace_has_decisions_and_tokens_per_encoder_layer(deep, clip):
 
 
 def test_configs_round_trip_through_the_sweep_rebuild(deep):
-    for name in ("tome", "eventful", "visionzip", "random", "pool", "fastv", "sparsevlm", "random-prune"):
-        m = at_budget(name, 31, deep)
+    for name in ("sttf", "tome", "eventful", "visionzip", "random", "pool", "fastv", "sparsevlm", "random-prune"):
+        m = at_budget(name, 31, deep, frames=T)
         assert method_from_config(name, m.config()).config() == m.config(), name
 
 
@@ -175,5 +176,6 @@ def test_the_baselines_run_on_a_hugging_face_tower_through_the_same_interface(hf
 
 
 def test_a_budget_below_the_keyframe_floor_is_as_close_as_sttf_gets(deep, clip):
-    d = describe(deep, clip, at_budget("sttf", 16, deep, frames=T))  # 8 frames: frame 0 alone is 196 / 8 = 24.5
-    assert d.tokens_per_frame == pytest.approx(N / T)
+    for knobs in ({}, {"policy": "budget"}):  # top-k (k = 0) and the calibrated threshold (only keyframes)
+        d = describe(deep, clip, at_budget("sttf", 16, deep, knobs, frames=T))  # 8 frames: frame 0 alone is 24.5
+        assert d.tokens_per_frame == pytest.approx(N / T), knobs
