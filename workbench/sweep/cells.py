@@ -5,7 +5,8 @@ into `Cell`s. Each cell carries the method's resolved config (`method.config()` 
 STTF's calibrated τ, ToMe's budget, the decoder-side keep and depths), so a worker process or a Ray task
 rebuilds exactly what the planner resolved and nothing depends on which executor runs it. The dense baseline is
 always planned (ratios are taken against it, clip by clip). A cell's `id` hashes what it computes (model,
-method, knobs, budget, clip, frames): a finished cell is found again by its id, which is how a sweep resumes.
+method, knobs, budget, resolved config, clip, frames): a finished cell is found again by its id, which is how a
+sweep resumes (and a method whose resolution changed is run again, not resumed).
 
     >>> from workbench.models.registry import create_model
     >>> cells = plan_cells(SweepSpec(("tome", "fastv"), (31.0,), range(0, 2), frames=8), create_model("tinyvlm-debug"))
@@ -64,7 +65,7 @@ class Cell:
 
     @property
     def id(self) -> str:
-        key = json.dumps([self.model, self.method, self.knobs, self.budget, self.clip, self.frames])
+        key = json.dumps([self.model, self.method, self.knobs, self.budget, self.config, self.clip, self.frames])
         return hashlib.sha256(key.encode()).hexdigest()[:16]
 
     @property
