@@ -105,3 +105,34 @@ def test_hf_models_refuse_what_they_cannot_do(folders, capsys):
     assert "stream mode runs on TinyVLM" in capsys.readouterr().err
     assert main(["caption", "gesture:1", "--model", f"hf:{folders['onevision']}"]) == 2
     assert "RGB video" in capsys.readouterr().err
+
+
+def test_onevision_folder_through_the_cli_with_fastv(folders, capsys):
+    assert main(["caption", "shapes:3", "--frames", "4", "--model", f"hf:{folders['onevision']}", "--method",
+                 "fastv", "--keep", "0.25", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["family"] == "onevision" and out["caption"] and out["decoder_keep"] < 1
+    assert out["visual_tokens_per_layer"][-1] < out["visual_tokens_per_layer"][0]
+
+
+def test_eval_and_sweep_run_on_an_hf_folder(folders, tmp_path, capsys):
+    model = f"hf:{folders['llava']}"
+    assert main(["eval", "qa", "--model", model, "--method", "sparsevlm", "--keep", "0.25", "--seeds", "0:2",
+                 "--out", str(tmp_path / "eval"), "--json"]) == 0
+    capsys.readouterr()
+    assert main(["sweep", "--model", model, "--methods", "sttf,fastv", "--budget", "8", "--seeds", "0:1",
+                 "--frames", "4", "--workers", "0", "--repeats", "0", "--out", str(tmp_path / "sweep"), "--json"]) == 0
+    recs = {r["method"]: r for r in json.loads(capsys.readouterr().out)}
+    assert {"sttf", "fastv"} <= set(recs) and all(0 < recs[m]["flops_ratio"] < 1 for m in ("sttf", "fastv"))
+
+
+def test_methods_that_cannot_run_on_an_hf_model_say_so_in_one_line(folders, capsys):
+    for method in ("anc", "sttf+anc"):  # ANC's router and adapters are TinyVLM's
+        assert main(["caption", "shapes:1", "--frames", "4", "--model", f"hf:{folders['llava']}", "--method",
+                     method]) == 2
+        err = capsys.readouterr().err
+        assert "trained against TinyVLM" in err and "Traceback" not in err
+    # the encoder-side baselines place patches on the grid: CLIP's CLS token is refused in words
+    assert main(["caption", "shapes:1", "--frames", "4", "--model", f"hf:{folders['llava']}", "--method",
+                 "visionzip"]) == 2
+    assert "CLS" in capsys.readouterr().err

@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
+from workbench.errors import InputError
 from workbench.eval.flops import count_flops
 from workbench.models.visual_tokens import VisualTokens
 from workbench.pipeline import FrameStats
@@ -119,8 +120,9 @@ def qkv(blk, h: torch.Tensor, idx: torch.Tensor | None = None):
     different patches (ToMe after a merge, random selection at the input) cannot run there and says so."""
     if getattr(blk.attn, "indexed", False):
         if idx is None:
-            raise ValueError("this tower's attention needs each row's patch position (2-D RoPE) and this method "
-                             "gives every frame different rows; run it on a tower without RoPE")
+            raise InputError("encoder-side baseline", "this tower's attention needs each row's patch position "
+                             "(2-D RoPE, Qwen2-VL) and this method gives every frame different rows; run it on a "
+                             "tower without RoPE, or use sttf / sparsevlm / fastv on this model")
         return blk.attn.qkv(h, idx)
     return blk.attn.qkv(h)
 
@@ -153,6 +155,7 @@ def patch_tokens(model, x: torch.Tensor) -> int:
     the baselines select, merge and place patches on the grid."""
     n = model.cfg.num_patches
     if x.shape[1] != n:
-        raise ValueError(f"the encoder embeds {x.shape[1]} tokens for {n} patches (a CLS token?): the encoder-side "
-                         "baselines run on patch-only towers (TinyVLM, SigLIP)")
+        raise InputError("encoder-side baseline", f"the encoder embeds {x.shape[1]} tokens for {n} patches (a CLS "
+                         "token?): ToMe, Eventful, VisionZip, random and pool run on patch-only towers (TinyVLM, "
+                         "SigLIP / LLaVA-OneVision); use sttf / sparsevlm / fastv on this model")
     return n

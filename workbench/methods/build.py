@@ -75,6 +75,11 @@ def encoder_method(name: str, model, knobs: MethodKnobs):
         n = model.cfg.num_patches
         extra = {"seed": knobs.seed} if name == "random" else {}
         return at_budget(name, 64 if knobs.keep is None else max(1, round(knobs.keep * n)), model, extra)
+    from workbench.models.protocol import is_hf
+    if is_hf(model):
+        raise InputError(f"--method {name}", "ANC's adapters and router are trained against TinyVLM and run on it "
+                                             "only; on a Hugging Face model use sttf, the decoder-side methods "
+                                             "(sparsevlm, fastv, random-prune) or sttf+<one of them>")
     from workbench.methods.anc import ANC, ANCConfig, shipped_path
     from workbench.methods.anc_modules import load_anc
     anc = ANC(load_anc(shipped_path(model)), ANCConfig())  # CheckpointError when the router is not shipped

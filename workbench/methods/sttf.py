@@ -44,7 +44,7 @@ from workbench.eval.flops import block_flops, count_flops, encoder_flops
 from workbench.methods.ops.fusion import fuse_runs, run_token_index
 from workbench.methods.ops.gates import GateRule, GateState, GateStep, gate_step, patch_pixels, run_gate
 from workbench.methods.ops.partial import EncoderCache, embed_patches, encode_clip, encode_full, encode_partial
-from workbench.models.tinyvlm import TinyVLM
+from workbench.models.protocol import VLM
 from workbench.models.visual_tokens import VisualTokens
 from workbench.pipeline import FrameStats, attach
 from workbench.trace import active_recorder
@@ -141,7 +141,7 @@ class STTFRun(EncodeResult):
         return float((~m).float().mean()) if m.numel() else 0.0
 
 
-def frame_flops(model: TinyVLM, computed, key, source: str = "pixels", modality: str = "rgb") -> np.ndarray:
+def frame_flops(model: VLM, computed, key, source: str = "pixels", modality: str = "rgb") -> np.ndarray:
     """Analytic encoder FLOPs per frame (METHODS.md §7) for `computed` tokens (T,) and dense frames `key` (T,):
     stem on the recomputed patches (all N for the embedding source) + blocks with R queries over N keys.
 
@@ -188,7 +188,7 @@ class STTF:
         return asdict(self.cfg)
 
     # ---- one frame ---------------------------------------------------------------------------------------
-    def frame_step(self, model: TinyVLM, state: STTFState, frame: torch.Tensor, modality: str,
+    def frame_step(self, model: VLM, state: STTFState, frame: torch.Tensor, modality: str,
                    rate: torch.Tensor | None, rule: GateRule) -> tuple[GateStep, torch.Tensor]:
         """Gate + encode one frame (1, C, H, W); updates `state`. Returns the gate step and the output (1, N, D).
 
@@ -218,7 +218,7 @@ class STTF:
 
     # ---- a clip --------------------------------------------------------------------------------------------
     @torch.no_grad()
-    def encode(self, model: TinyVLM, frames: torch.Tensor, modality: str, clip: Clip | None = None,
+    def encode(self, model: VLM, frames: torch.Tensor, modality: str, clip: Clip | None = None,
                count: bool = False) -> EncodeResult:
         """Frames (1, T, C, H, W) → per-frame encoder outputs, gate decisions and per-frame cost.
 
@@ -251,7 +251,7 @@ class STTF:
         st = lambda name: torch.stack([getattr(s, name) for s in steps], 1)  # noqa: E731  (1, T, ...)
         return EncodeResult(torch.stack(outs, 1), st("mask"), st("score"), st("age"), st("key"), st("cut"), flops, ms)
 
-    def _clip_work(self, model: TinyVLM, frames: torch.Tensor, modality: str, rates: torch.Tensor | None):
+    def _clip_work(self, model: VLM, frames: torch.Tensor, modality: str, rates: torch.Tensor | None):
         """Gate every frame, then `encode_clip`: (GateResult, encoder output (1, T, N, D))."""
         enc, src = model.encoder, self.cfg.source
         emb = feats = None
@@ -279,7 +279,7 @@ class STTF:
                             total * share, total_ms * share)
 
     @torch.no_grad()
-    def run(self, model: TinyVLM, frames: torch.Tensor, modality: str, clip: Clip | None = None,
+    def run(self, model: VLM, frames: torch.Tensor, modality: str, clip: Clip | None = None,
             count: bool = False, debug: bool = False) -> STTFRun:
         """`encode` + temporal fusion + per-frame stats (+ drift against dense when debug or a debug recorder).
 
@@ -305,7 +305,7 @@ class STTF:
             self._log(rec, e, tok, drift)
         return STTFRun(**vars(e), vt=vt, stats=stats, token_index=tok, drift=drift)
 
-    def visual_tokens(self, model: TinyVLM, frames: torch.Tensor, modality: str, clip: Clip | None = None,
+    def visual_tokens(self, model: VLM, frames: torch.Tensor, modality: str, clip: Clip | None = None,
                       count: bool = False) -> tuple[VisualTokens, FrameStats]:
         r = self.run(model, frames, modality, clip, count)
         return r.vt, r.stats
@@ -323,7 +323,7 @@ class STTF:
             rec.log_grid("drift", drift, site="sttf.encoder")
 
 
-def apply(model: TinyVLM, cfg: STTFConfig = STTFConfig()) -> TinyVLM:
+def apply(model: VLM, cfg: STTFConfig = STTFConfig()) -> VLM:
     """Attach STTF(cfg) as the model's compression (safe to call again; `pipeline.detach` undoes it).
 
         >>> from workbench.models.registry import create_model
@@ -336,7 +336,7 @@ def apply(model: TinyVLM, cfg: STTFConfig = STTFConfig()) -> TinyVLM:
 # ---- budget calibration ---------------------------------------------------------------------------------------
 
 @torch.no_grad()
-def _gate_inputs(model: TinyVLM, clip: Clip, source: str) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+def _gate_inputs(model: VLM, clip: Clip, source: str) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """(feats (1, T, N, F) | None, scores (1, T, N) | None) for `run_gate`."""
     frames = torch.from_numpy(np.ascontiguousarray(clip.frames)).to(model.device)  # (T, C, H, W)
     if source == "events":
@@ -346,7 +346,7 @@ def _gate_inputs(model: TinyVLM, clip: Clip, source: str) -> tuple[torch.Tensor 
     return patch_pixels(frames[None], model.cfg.patch_size), None
 
 
-def _rate_fn(model: TinyVLM, clips, base: STTFConfig):
+def _rate_fn(model: VLM, clips, base: STTFConfig):
     groups: dict[tuple, list] = {}  # clips of equal shape run as one gate batch
     for c in clips:
         f, sc = _gate_inputs(model, c, base.source)
@@ -367,7 +367,7 @@ def _rate_fn(model: TinyVLM, clips, base: STTFConfig):
     return rate
 
 
-def recompute_rate(model: TinyVLM, clips, cfg: STTFConfig) -> float:
+def recompute_rate(model: VLM, clips, cfg: STTFConfig) -> float:
     """Mean recompute rate (keyframes included, i.e. tokens to the decoder / (T·N)) of the threshold gate of
     `cfg` over `clips`. Runs only the gate (and the stem for the embedding source).
 
@@ -379,7 +379,7 @@ def recompute_rate(model: TinyVLM, clips, cfg: STTFConfig) -> float:
     return _rate_fn(model, clips, cfg)(cfg.tau)
 
 
-def calibrate_tau(model: TinyVLM, clips, rho: float, source: str = "pixels", base: STTFConfig | None = None,
+def calibrate_tau(model: VLM, clips, rho: float, source: str = "pixels", base: STTFConfig | None = None,
                   iters: int = 40) -> float:
     """τ such that the mean recompute rate over `clips` ≈ rho (the (1 − ρ) quantile of the reference-state
     scores), by bisection on log τ. The rate counts every frame (keyframes too), so it equals tokens per frame
@@ -418,7 +418,7 @@ def calibrate_tau(model: TinyVLM, clips, rho: float, source: str = "pixels", bas
     return hi
 
 
-def budget_config(model: TinyVLM, clips, rho: float, source: str = "pixels", **knobs) -> STTFConfig:
+def budget_config(model: VLM, clips, rho: float, source: str = "pixels", **knobs) -> STTFConfig:
     """A budget-policy config: τ calibrated on `clips` for mean recompute rate rho (ρ = 31/196 ≈ the paper's
     31 tokens per frame). Other knobs (keyframe_every, scene_cut, fuse) pass through.
 
