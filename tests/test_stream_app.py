@@ -52,6 +52,7 @@ def test_a_real_video_says_how_it_was_fitted_and_what_the_model_knows(real_data,
     assert a.num_frames == 40 and len(a.windows) == 5
     md = sc.summary_markdown(a)
     assert "letterboxed" in md and "procedural ShapesWorld" in md and "carphone.mp4" in md
+    assert "--model hf:NAME_OR_PATH" in md  # where to go for captions of real scenes (issue 16 → issue 14)
     assert np.allclose(sc.frame_pixels(a, 0)[:, :5], 0)  # letterbox: black bars top and bottom
 
 

@@ -26,7 +26,8 @@ HEAD_SENTENCES = ("a person claps their hands", "a person waves the right hand",
                   "a person makes some other gesture")
 REAL_FOOTAGE_NOTE = ("the embedded TinyVLM was trained only on the procedural ShapesWorld and a synthetic gesture "
                      "analog: on real footage its captions describe shapes, colours and motion in those terms, not "
-                     "the scene (bring-your-own models are not supported yet)")
+                     "the scene; for captions of the scene itself bring your own Hugging Face VLM (--model "
+                     "hf:NAME_OR_PATH, or the clip tab's model box; short looks, not stream mode)")
 
 _OTHER = re.compile(r"\b(other|different|random|randomly|fidgets|raises both|raises the arms|lifts both|bends|leans|"
                     r"sways|head|points|lifts the|raises the \w+ arm)\b")
