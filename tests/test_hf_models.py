@@ -136,3 +136,20 @@ def test_methods_that_cannot_run_on_an_hf_model_say_so_in_one_line(folders, caps
     assert main(["caption", "shapes:1", "--frames", "4", "--model", f"hf:{folders['llava']}", "--method",
                  "visionzip"]) == 2
     assert "CLS" in capsys.readouterr().err
+
+
+def test_a_name_in_the_local_cache_loads_through_the_cli(folders, tmp_path):
+    """hf:ORG/NAME resolves to the snapshot in the local Hugging Face cache (the layout `huggingface-cli download`
+    writes: models--ORG--NAME/refs/main → snapshots/<commit>/), offline."""
+    import shutil
+    commit = "0" * 40
+    repo = tmp_path / "hub" / "models--some-org--tiny-llava"
+    shutil.copytree(folders["llava"], repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    p = subprocess.run([sys.executable, "-m", "workbench.cli", "caption", "shapes:3", "--frames", "4", "--model",
+                        "hf:some-org/tiny-llava", "--json"], capture_output=True, text=True, timeout=300,
+                       env={**ENV, "HF_HUB_CACHE": str(tmp_path / "hub")})
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    assert out["family"] == "llava" and out["model"] == "hf:some-org/tiny-llava" and out["caption"]
