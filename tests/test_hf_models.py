@@ -153,3 +153,17 @@ def test_a_name_in_the_local_cache_loads_through_the_cli(folders, tmp_path):
     assert p.returncode == 0, p.stderr
     out = json.loads(p.stdout)
     assert out["family"] == "llava" and out["model"] == "hf:some-org/tiny-llava" and out["caption"]
+
+
+def test_llava_prompt_ids_are_the_checkpoints_own_processors(folders):
+    """The visual block is expanded as the checkpoint's LlavaProcessor expands it (chat template, image token
+    count). Qwen2-VL's and OneVision's processors cannot be built here: their video processors need torchvision."""
+    import numpy as np
+    import torch
+    from transformers import AutoProcessor
+    m = load_hf(f"hf:{folders['llava']}")
+    proc = AutoProcessor.from_pretrained(folders["llava"])
+    text = m.family.prompt_text("what is moving")
+    ref = proc(images=[np.zeros((32, 32, 3), np.uint8)], text=text, return_tensors="pt")["input_ids"]
+    kw, _, n = m.family.inputs("what is moving", 1)
+    assert torch.equal(kw["input_ids"], ref) and n == m.cfg.num_patches
