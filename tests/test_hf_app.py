@@ -20,7 +20,7 @@ def folders(hf_folders):
     return hf_folders
 
 
-@pytest.mark.parametrize("family", ("llava", "qwen2vl"))
+@pytest.mark.parametrize("family", ("llava", "qwen2vl", "onevision"))
 def test_clip_tab_figures_on_the_models_grid(folders, family):
     name = f"hf:{folders[family]}"
     a = analyse(None, "slow motion", MethodSpec("sttf", tau=0.02), SessionCache(), name, 8, metrics=False)
@@ -33,7 +33,8 @@ def test_clip_tab_figures_on_the_models_grid(folders, family):
     assert name in md and "4×4 patches per tower frame" in md
     rows = {r["metric"]: r for r in summary(a).iter_rows(named=True)}
     dense_lm = rows[next(k for k in rows if k.startswith("visual tokens to the decoder"))]["dense"]
-    assert dense_lm == (16 if family == "llava" else 4)  # LM tokens per tower frame (Qwen2-VL merges 2×2)
+    # LM tokens per tower frame: Qwen2-VL merges 2×2; OneVision pools 2×2 and adds one newline token per video
+    assert dense_lm == {"llava": 16, "qwen2vl": 4, "onevision": 4 + 1 / 8}[family]
 
 
 def test_model_box_runs_an_hf_folder_through_the_server(dashboard_server, folders):
