@@ -29,13 +29,23 @@ BAD = {
     "prompt": " ", "seeds": "5:3",
     # workbench sweep
     "methods": "nope", "budget": "0", "gesture_seeds": "5:3", "repeats": "-1", "spec": "/no/such/grid.toml",
+    # workbench cloud serve / workbench adapt
+    "cloud": "ftp://x", "domain": "mars", "rounds": "0", "stream": "0", "eval_clips": "0", "retries": "0",
+    "token_file": "/no/such/token", "pocket": "/no/such/pocket.safetensors", "teacher": "/no/such/t.safetensors",
+    "state": __file__, "max_request_bytes": "10",
 }
 REQUIRED = {"caption": ["shapes:1"]}
 
 
-def subcommands() -> dict[str, argparse.ArgumentParser]:
-    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
-    return dict(sub.choices)
+def subcommands(parser: argparse.ArgumentParser | None = None, prefix: str = "") -> dict[str, argparse.ArgumentParser]:
+    """Every (sub)subcommand by its words ("caption", "cloud serve") → its parser."""
+    parser = parser or build_parser()
+    out = {}
+    for sub in (a for a in parser._actions if isinstance(a, argparse._SubParsersAction)):
+        for name, p in sub.choices.items():
+            out[prefix + name] = p
+            out.update(subcommands(p, prefix + name + " "))
+    return out
 
 
 def knobs():
@@ -57,7 +67,7 @@ def test_every_knob_has_a_check_and_a_bad_value_here():
 def test_a_bad_knob_exits_2_with_one_line_naming_it(cmd, action, capsys):
     flag = max(action.option_strings, key=len)
     with pytest.raises(SystemExit) as e:
-        main([cmd, *REQUIRED.get(cmd, []), f"{flag}={BAD[action.dest]}"])
+        main([*cmd.split(), *REQUIRED.get(cmd, []), f"{flag}={BAD[action.dest]}"])
     err = capsys.readouterr().err.strip().splitlines()
     assert e.value.code == 2
     assert err[-1].startswith(f"workbench {cmd}: error: {flag}") and "must" in err[-1], err[-1]

@@ -172,4 +172,6 @@ def test_cli_calls_the_harness(dataset, model, tmp_path, capsys):  # model: one 
                      "--out", str(tmp_path / "cli")])
     assert code == 0 and "gesture accuracy" in capsys.readouterr().out
     assert json.loads((tmp_path / "cli" / "results.json").read_text())["gesture"]["n"] == 2
-    assert cli.main(["eval", "gesture", "--model", "tinyvlm-debug", "--root", str(tmp_path / "nope")]) == 2
+    with pytest.raises(SystemExit) as e:  # checked with the other knobs, before the model loads
+        cli.main(["eval", "gesture", "--model", "tinyvlm-debug", "--root", str(tmp_path / "nope")])
+    assert e.value.code == 2 and "--root must name an existing folder" in capsys.readouterr().err

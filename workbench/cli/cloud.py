@@ -10,6 +10,37 @@ import json
 import os
 import sys
 from dataclasses import replace
+from pathlib import Path
+
+from workbench.cli.validate import RULES, Rule, whole
+
+
+def _domain(v) -> bool:
+    from workbench.data.shifts import DOMAINS
+    return v in DOMAINS
+
+
+def _file(v) -> bool:
+    return isinstance(v, str) and Path(v).is_file()
+
+
+# these subcommands' knobs, checked up front like every other (cli/validate.check_args); "port", "host",
+# "threads", "steps" and "trace" already have their rules there
+RULES.update({
+    "cloud": Rule(lambda v: isinstance(v, str) and v.startswith(("http://", "https://")) and len(v) > 8,
+                  "be an http(s) URL such as http://127.0.0.1:8765"),
+    "domain": Rule(_domain, "name a shifted domain: night, palette or haze (workbench/data/shifts.py)"),
+    "rounds": whole(1, 100),
+    "stream": whole(1, 10_000),
+    "eval_clips": whole(1, 10_000),
+    "retries": whole(1, 50),
+    "token_file": Rule(_file, "name an existing file holding the shared secret"),
+    "pocket": Rule(_file, "name an existing .safetensors checkpoint"),
+    "teacher": Rule(_file, "name an existing .safetensors checkpoint"),
+    "state": Rule(lambda v: isinstance(v, str) and v.strip() != "" and not Path(v).is_file(),
+                  "name a folder (it is created when missing), not a file"),
+    "max_request_bytes": whole(1024, 1 << 31),
+})
 
 
 def cmd_serve(args) -> int:
@@ -22,8 +53,6 @@ def cmd_serve(args) -> int:
     for path in (pocket, teacher):
         if not os.path.isfile(path):
             raise InputError(path, "file not found (build it with `python -m workbench.adapt.weights`)")
-    if not 0 < args.port < 65536:
-        raise InputError("--port", f"must be 1..65535, not {args.port}")
     serve(args.state, pocket, teacher, args.port, args.host, args.token_file, args.max_request_bytes, args.threads)
     return 0
 
@@ -39,15 +68,9 @@ def cmd_adapt(args) -> int:
     cfg = replace(cfg, akd=replace(cfg.akd, steps=args.steps))
     token = None
     if args.cloud:
-        if not args.cloud.startswith(("http://", "https://")):
-            raise InputError("--cloud", f"must be an http(s) URL, not {args.cloud!r}")
         token = open(args.token_file).read().strip() if args.token_file else os.environ.get("WORKBENCH_CLOUD_TOKEN")
-    if not 1 <= args.threads <= 64:
-        raise InputError("--threads", f"must be 1..64, not {args.threads}")
     import torch
     torch.set_num_threads(args.threads)  # the device side runs on these threads too
-    if not 1 <= args.retries <= 50:
-        raise InputError("--retries", f"must be 1..50, not {args.retries}")
     try:
         rec = run_adaptation(cfg, args.cloud, token, args.state, progress=not args.quiet, threads=args.threads,
                              retry=RetryPolicy(attempts=args.retries))

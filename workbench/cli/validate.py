@@ -147,18 +147,22 @@ def flag_name(parser: argparse.ArgumentParser, dest: str) -> str:
     return dest
 
 
-def subparser(parser: argparse.ArgumentParser, cmd: str | None) -> argparse.ArgumentParser:
-    """The subcommand's own parser (for its usage line and option names)."""
-    for a in parser._actions:  # noqa: SLF001
-        if isinstance(a, argparse._SubParsersAction) and cmd in a.choices:  # noqa: SLF001
-            return a.choices[cmd]
-    return parser
+def subparser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The innermost (sub)subcommand's own parser chosen by `args` ("cloud serve"), for its usage line and
+    option names."""
+    while True:
+        chosen = next((a.choices[getattr(args, a.dest)] for a in parser._actions  # noqa: SLF001
+                       if isinstance(a, argparse._SubParsersAction)  # noqa: SLF001
+                       and getattr(args, a.dest, None) in a.choices), None)
+        if chosen is None:
+            return parser
+        parser = chosen
 
 
 def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Check every parsed knob against `RULES`; on the first bad one print the subcommand's usage and one line
     naming the option, then exit with status 2 (argparse's own convention for bad arguments)."""
-    sub = subparser(parser, getattr(args, "cmd", None))
+    sub = subparser(parser, args)
     for dest, value in vars(args).items():
         problem = check_value(dest, value)
         if problem:
