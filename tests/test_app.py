@@ -186,7 +186,7 @@ def test_gradio_client_end_to_end(server, tmp_path):
     c = client(server)
     assert set(c.view_api(return_format="dict", print_info=False)["named_endpoints"]) == {
         "/analyse", "/frame", "/stream", "/stream_frame", "/prune", "/prune_frame",
-        "/compare", "/compare_frame"}  # clip, stream, question, compare tabs
+        "/compare", "/compare_frame", "/adapt", "/adapt_tokens"}  # clip, stream, question, compare, cloud-device
     out = c.predict(*args(sample="fast motion", metrics=True), api_name="/analyse")
     (dense_cap, cap, metrics_md, slider, overlay, timeline, tokens, flops, events, summary, trace, details) = out
     assert isinstance(cap, str) and isinstance(dense_cap, str) and "shapes-0" in details

@@ -7,7 +7,7 @@ gate; one uploaded sample's per-token uncertainty on its frame with the tokens t
 last update's per-tensor sparsity and bits. API endpoints: `/adapt` (domain, rounds, clips per round) and
 `/adapt_tokens` (sample, frame) — per-session state only.
 
-The LEAD integrates it into `ui/layout.py` (inside a `gr.Tab("cloud-device")`: `build_adapt_tab()`).
+`ui/layout.py` builds it inside the dashboard's `gr.Tab("cloud-device")`.
 """
 from __future__ import annotations
 

@@ -11,7 +11,9 @@
 - the "stream" tab (`stream_tab.py`): `/stream` and `/stream_frame` — a long input processed as a stream;
 - the "question" tab (`prune_tab.py`): `/prune` and `/prune_frame` — a question answered dense and under a
   decoder-side method (SparseVLM, FastV, random, STTF + …), with the decoder-layer overlay;
-- the "compare" tab (`compare_tab.py`): `/compare` and `/compare_frame` — every method at one budget, side by side.
+- the "compare" tab (`compare_tab.py`): `/compare` and `/compare_frame` — every method at one budget, side by side;
+- the "cloud-device" tab (`adapt_tab.py`): `/adapt` and `/adapt_tokens` — adaptation rounds of the shipped pocket
+  model against a real cloud process on loopback (UTS uplink, AKD, DWC downlink), bytes and accuracy per round.
 
 Per-session state only: one `SessionCache` per browser tab / client in a `gr.State` (dropped after an hour
 idle). Bad inputs raise `gr.Error` with the reader's message — the user sees what is wrong and the server
@@ -26,8 +28,9 @@ import gradio as gr
 from workbench.errors import CheckpointError, InputError
 from workbench.ui import callbacks as cb
 from workbench.ui.methods import METHOD_LABELS, MethodSpec, method_status
-from workbench.ui.session import SessionCache
+from workbench.ui.adapt_tab import build_adapt_tab
 from workbench.ui.compare_tab import build_compare_tab
+from workbench.ui.session import SessionCache
 from workbench.ui.prune_tab import build_prune_tab
 from workbench.ui.stream_tab import build_stream_tab
 from workbench.viz.style import message_figure
@@ -124,6 +127,8 @@ def build_demo(model_name: str = "tinyvlm-shapes", anc_module=None) -> gr.Blocks
             build_prune_tab(model_name)
         with gr.Tab("compare", id="compare"):
             build_compare_tab(model_name)
+        with gr.Tab("cloud-device", id="cloud-device"):
+            build_adapt_tab()  # the shipped pocket + teacher, whatever the clip tab's model
 
         def on_run(path, sample_name, n_frames, method_label, policy_, tau_, budget_, key_every, source_, hyst,
                    with_metrics, ov_view, ev_view, model_text, cache, progress=gr.Progress()):
