@@ -143,7 +143,7 @@ def main() -> int:
               "latency ×: end to end, method and dense alternated per clip, median of the repeats",
               "CIDEr: each (method, budget) scored as one corpus over the same clips (CIDEr-D ×100); QA: exact match "
               "over every question of the clips; gesture: the synthetic analog (not DVS128 Gesture)"]
-    if resumed:
+    if resumed and one_budget_s is not None:
         notes.append(f"{resumed} cells of budget 31 were resumed from an earlier run: target 3's time is what ran "
                      "now scaled to every cell of the budget")
     meta = {"model": args.model, "clips": limit, "gesture_clips": gestures, "frames": 16, "repeats": repeats,
