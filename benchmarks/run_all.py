@@ -10,7 +10,9 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = ["bench_sttf.py", "bench_anc.py", "bench_stream.py", "bench_hf.py"]
+SCRIPTS = ["bench_sttf.py", "bench_anc.py", "bench_stream.py", "bench_hf.py", "bench_sparsevlm.py",
+           "bench_compare.py", "bench_cloud_device.py"]
+TAKES_LIMIT = {"bench_sttf.py", "bench_anc.py", "bench_stream.py", "bench_sparsevlm.py", "bench_compare.py"}
 
 
 def main() -> int:
@@ -21,7 +23,7 @@ def main() -> int:
     extra = (["--limit", str(args.limit)] if args.limit else []) + (["--model", args.model] if args.model else [])
     for script in SCRIPTS:
         print(f"\n=== {script} ===", flush=True)
-        rc = subprocess.call([sys.executable, str(HERE / script), *extra])
+        rc = subprocess.call([sys.executable, str(HERE / script), *(extra if script in TAKES_LIMIT else [])])
         if rc:
             return rc
     return 0
