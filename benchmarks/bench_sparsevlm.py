@@ -110,11 +110,16 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--quick", action="store_true", help="3 QA clips, 3 caption clips, 1 timing clip, 1 repeat")
     p.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
+    p.add_argument("--retime", action="store_true",
+                   help="re-take only the prefill wall clock (e.g. on a quieter machine) into the saved results; "
+                        "quality, tokens and FLOPs stay those of the saved run")
     a = p.parse_args(argv)
     if a.quick:
         a.limit, a.caption_clips, a.timing_clips, a.repeats = 3, 3, 1, 1
     torch.set_num_threads(a.threads)
     model = create_model(a.model)
+    if a.retime:
+        return retime(model, a)
     qa_seeds, cap_seeds = shapesworld.split_seeds("test", a.limit), shapesworld.split_seeds("test", a.caption_clips)
     log(f"dense QA on {len(qa_seeds)} clips")
     dense_qa = qa_eval(model, qa_seeds, Dense(), progress=False)
@@ -156,21 +161,57 @@ def main(argv=None) -> int:
             "dense_qa": dense_qa.accuracy, "dense_qa_by_type": dense_qa.by_type, "dense_cider": dense_cap * 100,
             "dense_prefill_ms": ms["dense"], "timing": f"{a.timing_clips} clips × 1 question, median of {a.repeats}",
             "guidance": gs.to_dicts(), "object_question_overlap": overlap}
-    cols = [("method", "method", "{}"), ("keep_target", "keep target", "{:.2f}"), ("keep", "keep (paper)", "{:.3f}"),
-            ("layers", "visual tokens entering L0 / L1 / L2 / L3", "{}"), ("last_per_frame", "last layer tok/frame", "{:.1f}"),
-            ("qa", "QA acc", "{:.3f}"), ("qa_rel", "QA/dense", "{:.3f}"), ("cider", "CIDEr", "{:.1f}"),
-            ("cider_rel", "CIDEr/dense", "{:.3f}"), ("flops_ratio", "prefill FLOPs/dense", "{:.3f}"),
-            ("speedup", "prefill speedup", "{:.2f}"), ("efficiency", "efficiency", "{:.2f}")]
-    notes = targets(rows, dense_qa.accuracy, first)
+    save(model, rows, meta, gs.to_dicts(), first, overlap, a.out)
+    return 0
+
+
+COLS = [("method", "method", "{}"), ("keep_target", "keep target", "{:.2f}"), ("keep", "keep (paper)", "{:.3f}"),
+        ("layers", "visual tokens entering L0 / L1 / L2 / L3", "{}"), ("last_per_frame", "last layer tok/frame", "{:.1f}"),
+        ("qa", "QA acc", "{:.3f}"), ("qa_rel", "QA/dense", "{:.3f}"), ("cider", "CIDEr", "{:.1f}"),
+        ("cider_rel", "CIDEr/dense", "{:.3f}"), ("flops_ratio", "prefill FLOPs/dense", "{:.3f}"),
+        ("speedup", "prefill speedup", "{:.2f}"), ("efficiency", "efficiency", "{:.2f}")]
+
+
+def save(model, rows: list[dict], meta: dict, gs_rows: list[dict], first: dict, overlap: dict, out) -> None:
+    """Targets, notes, results files and the printed tables of one run."""
+    cols = COLS
+    notes = targets(rows, meta["dense_qa"], first)
     notes.append("kept-set overlap between 'what color is the <A>' and '… <B>' on the same clip (per point; 1 = the "
                  "same tokens): " + "; ".join(f"{k} {', '.join(f'{x:.2f}' for x in v)}" for k, v in overlap.items()))
     title = "SparseVLM, FastV and random pruning inside the decoder (TinyVLM, ShapesWorld test)"
-    save_results(f"sparsevlm-{model.cfg.name}", rows, cols, meta, a.out, title, notes)
+    save_results(f"sparsevlm-{model.cfg.name}", rows, cols, meta, out, title, notes)
     print_table(rows, cols, title)
-    print_table(gs.to_dicts(), [("method", "method", "{}"), ("depth", "depth", "{:g}"), ("on_object", "on object", "{:.3f}"),
-                                ("area_share", "area share", "{:.3f}"), ("vs_area", "× area", "{:.2f}"), ("n", "n", "{}")],
+    print_table(gs_rows, [("method", "method", "{}"), ("depth", "depth", "{:g}"), ("on_object", "on object", "{:.3f}"),
+                          ("area_share", "area share", "{:.3f}"), ("vs_area", "× area", "{:.2f}"), ("n", "n", "{}")],
                 "text guidance at keep 22 % (colour questions)")
     print("\n".join(notes))
+
+
+def retime(model, a) -> int:
+    """--retime: the saved run's rows with the prefill wall clock measured again now (same configs and clips)."""
+    import json
+
+    from common import RESULTS_DIR, machine_info
+    path = Path(a.out or RESULTS_DIR) / f"sparsevlm-{model.cfg.name}.json"
+    saved = json.loads(path.read_text())
+    rows, meta = saved["rows"], saved["meta"]
+    timed = {"dense": Dense()} | {f"{c['name']} @{c['keep']}": c["method"] for c in configs(a.sttf_tau) if c["main"]}
+    log(f"re-timing {len(timed)} settings on {a.timing_clips} clips × {a.repeats} (load {machine_info()['load_avg']})")
+    ms = prefill_ms(model, timed, range(a.timing_clips), a.repeats)
+    for row in rows:
+        label = f"{row['method']} @{row['keep_target']}"
+        if label in ms and label != "dense":
+            row |= {"speedup": ms["dense"] / ms[label], "prefill_ms": ms[label]}
+            row["efficiency"] = row["speedup"] * row["flops_ratio"]
+    info = machine_info()
+    meta |= {"dense_prefill_ms": ms["dense"],
+             "timing": f"{a.timing_clips} clips × 1 question, median of {a.repeats}; re-timed {info['date']} at load "
+                       f"{info['load_avg']:.2f} (--retime); quality, tokens and FLOPs from the run of "
+                       f"{saved['machine']['date']} at load {saved['machine']['load_avg']:.2f}"}
+    gs_rows = meta["guidance"]
+    first = {m: next(g["on_object"] for g in gs_rows if g["method"] == m and g["point"] == 0)
+             for m in ("SparseVLM", "FastV", "random")}
+    save(model, rows, meta, gs_rows, first, meta["object_question_overlap"], a.out)
     return 0
 
 
