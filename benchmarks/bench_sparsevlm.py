@@ -204,10 +204,11 @@ def retime(model, a) -> int:
             row |= {"speedup": ms["dense"] / ms[label], "prefill_ms": ms[label]}
             row["efficiency"] = row["speedup"] * row["flops_ratio"]
     info = machine_info()
+    meta.setdefault("quality_run", {"date": saved["machine"]["date"], "load_avg": saved["machine"]["load_avg"]})
     meta |= {"dense_prefill_ms": ms["dense"],
              "timing": f"{a.timing_clips} clips × 1 question, median of {a.repeats}; re-timed {info['date']} at load "
                        f"{info['load_avg']:.2f} (--retime); quality, tokens and FLOPs from the run of "
-                       f"{saved['machine']['date']} at load {saved['machine']['load_avg']:.2f}"}
+                       f"{meta['quality_run']['date']} at load {meta['quality_run']['load_avg']:.2f}"}
     gs_rows = meta["guidance"]
     first = {m: next(g["on_object"] for g in gs_rows if g["method"] == m and g["point"] == 0)
              for m in ("SparseVLM", "FastV", "random")}

@@ -36,10 +36,31 @@ from workbench.trace import active_recorder
 from workbench.trace.schema import DECISIONS
 
 
+_CAUSAL: dict[tuple, torch.Tensor] = {}  # (device, dtype) → the largest causal mask built so far
+_CAUSAL_MAX = 4096  # positions; longer sequences build their mask each time (a cached 4096² fp32 mask is 64 MiB)
+
+
+def causal_mask(length: int, device, dtype=torch.float32) -> torch.Tensor:
+    """(L, L) additive causal mask (−inf above the diagonal): a view of one cached mask — causal(L) is the
+    top-left corner of causal(M) for any M ≥ L — so a prefill does not rebuild L² entries at every point."""
+    if length > _CAUSAL_MAX:
+        return torch.full((length, length), float("-inf"), device=device, dtype=dtype).triu(1)
+    key = (torch.device(device), dtype)
+    cached = _CAUSAL.get(key)
+    if cached is None or cached.shape[0] < length:
+        size = min(_CAUSAL_MAX, max(length, 2 * (0 if cached is None else cached.shape[0]), 256))
+        cached = torch.full((size, size), float("-inf"), device=device, dtype=dtype).triu(1)
+        _CAUSAL[key] = cached
+    return cached[:length, :length]
+
+
 def prefill_mask(key_bias: torch.Tensor) -> torch.Tensor:
-    """(B, L) key bias → (B, 1, L, L) causal mask plus the key bias."""
-    length = key_bias.shape[1]
-    causal = torch.full((length, length), float("-inf"), device=key_bias.device).triu(1)
+    """(B, L) key bias → (B, 1, L, L) causal mask plus the key bias (a broadcast view of the cached causal mask
+    when the bias is all zero: the same values, nothing allocated)."""
+    b, length = key_bias.shape
+    causal = causal_mask(length, key_bias.device, key_bias.dtype)
+    if not key_bias.any():
+        return causal.expand(b, 1, length, length)  # (B, 1, L, L), read-only view
     return (causal[None] + key_bias[:, None, :])[:, None]  # (B, 1, L, L)
 
 
