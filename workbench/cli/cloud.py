@@ -12,16 +12,12 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from workbench.cli.validate import RULES, Rule, whole
+from workbench.cli.validate import RULES, Rule, existing_file, whole
 
 
 def _domain(v) -> bool:
     from workbench.data.shifts import DOMAINS
     return v in DOMAINS
-
-
-def _file(v) -> bool:
-    return isinstance(v, str) and Path(v).is_file()
 
 
 # these subcommands' knobs, checked up front like every other (cli/validate.check_args); "port", "host",
@@ -34,9 +30,9 @@ RULES.update({
     "stream": whole(1, 10_000),
     "eval_clips": whole(1, 10_000),
     "retries": whole(1, 50),
-    "token_file": Rule(_file, "name an existing file holding the shared secret"),
-    "pocket": Rule(_file, "name an existing .safetensors checkpoint"),
-    "teacher": Rule(_file, "name an existing .safetensors checkpoint"),
+    "token_file": existing_file("name an existing file holding the shared secret"),
+    "pocket": existing_file("name an existing .safetensors checkpoint"),
+    "teacher": existing_file("name an existing .safetensors checkpoint"),
     "state": Rule(lambda v: isinstance(v, str) and v.strip() != "" and not Path(v).is_file(),
                   "name a folder (it is created when missing), not a file"),
     "max_request_bytes": whole(1024, 1 << 31),
@@ -69,6 +65,8 @@ def cmd_adapt(args) -> int:
     token = None
     if args.cloud:
         token = open(args.token_file).read().strip() if args.token_file else os.environ.get("WORKBENCH_CLOUD_TOKEN")
+    if args.threads > 64:  # tighter than the shared --threads rule: the device and the embedded cloud share them
+        raise InputError("--threads", f"must be 1..64, not {args.threads}")
     import torch
     torch.set_num_threads(args.threads)  # the device side runs on these threads too
     try:

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from workbench.cli.common import add_model, number_list, seed_range
-from workbench.cli.validate import RULES, Rule, whole
+from workbench.cli.validate import RULES, Rule, existing_file, whole
 
 
 def _names(text: str) -> tuple[str, ...]:
@@ -43,7 +43,7 @@ RULES.update({
     "gesture_seeds": Rule(lambda v: isinstance(v, range) and v.start >= 0 and len(v) > 0,
                           "be seeds A:B with 0 ≤ A < B"),
     "repeats": whole(0, 100),
-    "spec": Rule(lambda v: isinstance(v, str) and Path(v).is_file(), "name an existing TOML file"),
+    "spec": existing_file("name an existing TOML file"),
 })
 
 

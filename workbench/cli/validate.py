@@ -69,6 +69,11 @@ def nonnegative() -> Rule:
     return Rule(lambda v: _num(v) and v >= 0, "be a number ≥ 0")
 
 
+def existing_file(says: str) -> Rule:
+    """A path that must name an existing file ("name an existing TOML file")."""
+    return Rule(lambda v: isinstance(v, str) and Path(v).is_file(), says)
+
+
 def _not_a_folder(v) -> bool:
     return isinstance(v, str) and v.strip() != "" and not Path(v).is_dir()
 
