@@ -73,6 +73,11 @@ def configs(sttf_tau: float) -> list[dict]:
     return out
 
 
+def timed_methods(cfgs: list[dict]) -> dict:
+    """label ("<name> @<keep>") → method of the settings that are timed, dense first."""
+    return {"dense": Dense()} | {f"{c['name']} @{c['keep']}": c["method"] for c in cfgs if c["main"]}
+
+
 @torch.no_grad()
 def prefill_ms(model, methods: dict, seeds, repeats: int) -> dict[str, float]:
     """Median prefill wall time (ms) per method over `seeds` × one question, dense and methods interleaved."""
@@ -127,7 +132,7 @@ def main(argv=None) -> int:
     dense_cap = caption_eval(model, cap_seeds, Dense(), progress=False).scores.cider
     cfgs = configs(a.sttf_tau)
     log("prefill timing (interleaved)")
-    timed = {"dense": Dense()} | {f"{c['name']} @{c['keep']}": c["method"] for c in cfgs if c["main"]}
+    timed = timed_methods(cfgs)
     ms = prefill_ms(model, timed, range(a.timing_clips), a.repeats)
     rows = []
     for c in cfgs:
@@ -143,9 +148,8 @@ def main(argv=None) -> int:
         if c["main"]:
             log(f"captions {label}")
             cider = caption_eval(model, cap_seeds, c["method"], progress=False).scores.cider
-            row |= {"cider": cider * 100, "cider_rel": cider / dense_cap if dense_cap else None,
-                    "speedup": ms["dense"] / ms[label], "prefill_ms": ms[label]}
-            row["efficiency"] = row["speedup"] * row["flops_ratio"]
+            row |= {"cider": cider * 100, "cider_rel": cider / dense_cap if dense_cap else None}
+            set_timing(row, ms, label)
         rows.append(row)
     log("text guidance at keep 22 %")
     guided = {"SparseVLM": SparseVLM(SparseVLMConfig(keep=0.22)),
@@ -156,12 +160,11 @@ def main(argv=None) -> int:
     log("kept-set overlap of two objects' colour questions")
     overlap = {name: object_overlaps(model, qa_seeds, m).group_by("point").agg(pl.col("overlap").mean()).sort("point")
                ["overlap"].to_list() for name, m in guided.items() if name != "random"}
-    first = {m: float(gs.filter((gs["method"] == m) & (gs["point"] == 0))["on_object"][0]) for m in ("SparseVLM", "FastV", "random")}
     meta = {"model": model.cfg.name, "qa_clips": len(qa_seeds), "questions": dense_qa.n, "caption_clips": len(cap_seeds),
             "dense_qa": dense_qa.accuracy, "dense_qa_by_type": dense_qa.by_type, "dense_cider": dense_cap * 100,
             "dense_prefill_ms": ms["dense"], "timing": f"{a.timing_clips} clips × 1 question, median of {a.repeats}",
             "guidance": gs.to_dicts(), "object_question_overlap": overlap}
-    save(model, rows, meta, gs.to_dicts(), first, overlap, a.out)
+    save(model, rows, meta, a.out)
     return 0
 
 
@@ -172,15 +175,24 @@ COLS = [("method", "method", "{}"), ("keep_target", "keep target", "{:.2f}"), ("
         ("speedup", "prefill speedup", "{:.2f}"), ("efficiency", "efficiency", "{:.2f}")]
 
 
-def save(model, rows: list[dict], meta: dict, gs_rows: list[dict], first: dict, overlap: dict, out) -> None:
-    """Targets, notes, results files and the printed tables of one run."""
-    cols = COLS
+def set_timing(row: dict, ms: dict[str, float], label: str) -> None:
+    """The row's prefill wall clock, speedup over dense and efficiency (speedup ÷ FLOPs speedup)."""
+    row |= {"speedup": ms["dense"] / ms[label], "prefill_ms": ms[label]}
+    row["efficiency"] = row["speedup"] * row["flops_ratio"]
+
+
+def save(model, rows: list[dict], meta: dict, out) -> None:
+    """Targets, notes, results files and the printed tables of one run (guidance and overlaps read from meta)."""
+    gs_rows = meta["guidance"]
+    first = {m: next(g["on_object"] for g in gs_rows if g["method"] == m and g["point"] == 0)
+             for m in ("SparseVLM", "FastV", "random")}
     notes = targets(rows, meta["dense_qa"], first)
     notes.append("kept-set overlap between 'what color is the <A>' and '… <B>' on the same clip (per point; 1 = the "
-                 "same tokens): " + "; ".join(f"{k} {', '.join(f'{x:.2f}' for x in v)}" for k, v in overlap.items()))
+                 "same tokens): " + "; ".join(f"{k} {', '.join(f'{x:.2f}' for x in v)}"
+                                              for k, v in meta["object_question_overlap"].items()))
     title = "SparseVLM, FastV and random pruning inside the decoder (TinyVLM, ShapesWorld test)"
-    save_results(f"sparsevlm-{model.cfg.name}", rows, cols, meta, out, title, notes)
-    print_table(rows, cols, title)
+    save_results(f"sparsevlm-{model.cfg.name}", rows, COLS, meta, out, title, notes)
+    print_table(rows, COLS, title)
     print_table(gs_rows, [("method", "method", "{}"), ("depth", "depth", "{:g}"), ("on_object", "on object", "{:.3f}"),
                           ("area_share", "area share", "{:.3f}"), ("vs_area", "× area", "{:.2f}"), ("n", "n", "{}")],
                 "text guidance at keep 22 % (colour questions)")
@@ -195,24 +207,20 @@ def retime(model, a) -> int:
     path = Path(a.out or RESULTS_DIR) / f"sparsevlm-{model.cfg.name}.json"
     saved = json.loads(path.read_text())
     rows, meta = saved["rows"], saved["meta"]
-    timed = {"dense": Dense()} | {f"{c['name']} @{c['keep']}": c["method"] for c in configs(a.sttf_tau) if c["main"]}
+    timed = timed_methods(configs(a.sttf_tau))
     log(f"re-timing {len(timed)} settings on {a.timing_clips} clips × {a.repeats} (load {machine_info()['load_avg']})")
     ms = prefill_ms(model, timed, range(a.timing_clips), a.repeats)
     for row in rows:
         label = f"{row['method']} @{row['keep_target']}"
-        if label in ms and label != "dense":
-            row |= {"speedup": ms["dense"] / ms[label], "prefill_ms": ms[label]}
-            row["efficiency"] = row["speedup"] * row["flops_ratio"]
+        if label in ms:
+            set_timing(row, ms, label)
     info = machine_info()
     meta.setdefault("quality_run", {"date": saved["machine"]["date"], "load_avg": saved["machine"]["load_avg"]})
     meta |= {"dense_prefill_ms": ms["dense"],
              "timing": f"{a.timing_clips} clips × 1 question, median of {a.repeats}; re-timed {info['date']} at load "
                        f"{info['load_avg']:.2f} (--retime); quality, tokens and FLOPs from the run of "
                        f"{meta['quality_run']['date']} at load {meta['quality_run']['load_avg']:.2f}"}
-    gs_rows = meta["guidance"]
-    first = {m: next(g["on_object"] for g in gs_rows if g["method"] == m and g["point"] == 0)
-             for m in ("SparseVLM", "FastV", "random")}
-    save(model, rows, meta, gs_rows, first, meta["object_question_overlap"], a.out)
+    save(model, rows, meta, a.out)
     return 0
 
 
