@@ -106,6 +106,8 @@ def test_round_trip_applies_the_update_and_both_sides_agree(cloud, files, tmp_pa
     status = client.status("rt")
     assert status["hash"] == dev.hash and status["round"] == 0 and status["samples"] == 2
     assert info["bytes"] == status["last_train"]["downlink_bytes"]
+    assert info["router"] and bool(dev.model.domain_router.weight.any())  # the cloud fitted the domain router
+    assert set(status["last_train"]["router_fit"]) == {"target_routed", "source_kept"}
     # a restarted device continues from its persisted state
     again = make_device(files, tmp_path, "rt")
     assert again.hash == dev.hash and again.round == 0

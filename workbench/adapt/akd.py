@@ -49,7 +49,9 @@ from workbench.models.visual_tokens import VisualTokens
 class AKDConfig:
     """trainable: 'adapters' or 'full'; rank/alpha of the LoRA adapters; steps × batch per round; AdamW lr;
     loss weights; grad_frames per sample (None = all); replay: source-domain rehearsal samples the cloud adds
-    to every round's training set, per uploaded sample (0 = none); train_stems: train the patch stems."""
+    to every round's training set, per uploaded sample (0 = none); train_stems: train the patch stems;
+    route: also fit the domain router (router.py), so the device applies the adapted weights only to clips of
+    its shifted domain."""
 
     trainable: str = "adapters"
     rank: int = 8
@@ -62,8 +64,9 @@ class AKDConfig:
     lambda_kd: float = 1.0
     grad_frames: int | None = 4
     grad_clip: float = 1.0
-    replay: float = 1.0
+    replay: float = 0.0
     train_stems: bool = True
+    route: bool = True
     seed: int = 0
 
 

@@ -9,8 +9,10 @@ round is recomputed identically (training is deterministic in its samples, seed 
 
 Round r (`downlink`): if a pending update for r exists and still applies, return it unchanged; otherwise label
 every sample received so far with the teacher (replay of earlier rounds' samples included), add the cloud's own
-source-domain rehearsal samples (`replay`; against forgetting), train the
-student copy from the committed weights (`akd.train_round`), encode ΔW with the device's codec, and compute
+source-domain rehearsal samples (`replay`, 0 by default: with the router the source domain keeps the pocket's
+weights), train the student copy from the committed weights (`akd.train_round`), fit the domain router on the
+device's uploads against the cloud's own source clips (`route`; router.py), encode ΔW with the device's codec
+(the router's values ride along in fp32), and compute
 the exact weights the device will hold after applying it (W + dequant(ΔŴ) — so quantisation error never
 accumulates unseen: the next round's ΔW is taken against these). `ack` commits them.
 
@@ -35,11 +37,13 @@ from workbench.adapt import dwc, wire
 from workbench.adapt.akd import AKDConfig, LabelledSample, label_sample, make_align, train_round
 from workbench.adapt.device import build_student, file_sha256
 from workbench.adapt.lora import load_tensors, trainable_names
+from workbench.adapt.router import ROUTER_NAMES, fit_router, router_accuracy, token_features
 from workbench.errors import InputError
 from workbench.adapt.teacher import load_teacher
 from workbench.adapt.tokens import tokens_from_clip
 from workbench.data.shifts import domain_seeds, shifted_clip
 
+ROUTER_NEGATIVES = 96  # source clips the router is fitted against (at least as many as the device's uploads)
 _ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
@@ -110,6 +114,7 @@ class CloudState:
         self.teacher = load_teacher(teacher)
         self.devices: dict[str, DeviceRecord] = {}
         self._replay: dict[float, list] = {}
+        self._negatives: dict[float, torch.Tensor] = {}
         self.train_lock = threading.Lock()  # one training at a time on this machine
 
     @staticmethod
@@ -248,6 +253,19 @@ class CloudState:
             have.append(label_sample(self.teacher.for_domain("source"), ts.select(keep)))
         return have[: max(n, 0)]
 
+    def router_negatives(self, n: int, rho: float) -> torch.Tensor:
+        """(n, F) router features of the cloud's own source-domain clips (the rehearsal seeds, shaped like an
+        upload: budget ρ, a random quarter of the tokens removed), cached."""
+        have = self._negatives.get(rho)
+        if have is None or len(have) < n:
+            rows = []
+            for seed in domain_seeds("source", "teacher", n):
+                ts = tokens_from_clip(shifted_clip("source", seed), rho)
+                keep = torch.rand(ts.num_tokens, generator=torch.Generator().manual_seed(seed)) >= 0.25
+                rows.append(token_features(ts.select(keep)))
+            have = self._negatives[rho] = torch.stack(rows)
+        return have[:n]
+
     def _train(self, rec: DeviceRecord, index: int) -> bytes:
         t0 = time.perf_counter()
         samples = self.samples(rec, index)
@@ -266,18 +284,24 @@ class CloudState:
         else:
             delta = {n: params[n].detach() - rec.committed[n] for n in rec.names}
         blobs, layout = dwc.encode_delta(delta, rec.codec, rec.names)
-        shapes = {n: tuple(rec.committed[n].shape) for n in rec.names}
-        decoded = dwc.decode_delta(blobs, layout, rec.names, shapes)
-        new = {n: (d if rec.codec.name == "full" else rec.committed[n] + d) for n, d in decoded.items()}
-        new_hash = wire.state_hash({**rec.committed, **new})
-        meta = {"round": index, "codec": rec.codec.name, "layout": layout, "base_hash": rec.hash,
-                "new_hash": new_hash}
+        meta = {"round": index, "codec": rec.codec.name, "layout": layout, "base_hash": rec.hash, "router": False}
+        routing = {}
+        if rec.akd.route:  # the domain router: this device's uploads against the cloud's source clips
+            pos = torch.stack([token_features(ts) for ts in samples])
+            neg = self.router_negatives(max(ROUTER_NEGATIVES, len(samples)), rec.student.compression.cfg.rho)
+            values = fit_router(pos, neg)
+            blobs[dwc.ROUTER_PART] = torch.cat([values[n].reshape(-1) for n in ROUTER_NAMES])
+            meta["router"] = True
+            routing = router_accuracy(values, pos, neg)
+        new = dwc.apply_update(blobs, meta, rec.names, rec.committed)
+        meta["new_hash"] = wire.state_hash({**rec.committed, **new})
         data = wire.encode("delta", blobs, meta)
         _save(rec.root / "align.safetensors", rec.align.state_dict(), {})
         rec.last_train = {"round": index, "samples": len(labelled), "label_seconds": t_label,
                           "train_seconds": stats["seconds"], "loss": stats["loss"], "ce": stats["ce"],
-                          "kd": stats["kd"], "downlink_bytes": len(data),
-                          "tensors": dwc.layout_summary(layout, rec.names, shapes)}
+                          "kd": stats["kd"], "downlink_bytes": len(data), "router_fit": routing,
+                          "tensors": dwc.layout_summary(layout, rec.names,
+                                                        {n: tuple(rec.committed[n].shape) for n in rec.names})}
         return data
 
     def ack(self, device_id: str, index: int, new_hash: str) -> dict:
@@ -290,9 +314,7 @@ class CloudState:
             if pending is None or int(pending[1]["round"]) != index or pending[1]["new_hash"] != new_hash:
                 raise Conflict("ack", f"no pending update of round {index} leads to {new_hash}")
             tensors, meta = wire.decode(pending[0], "delta")
-            shapes = {n: tuple(rec.committed[n].shape) for n in rec.names}
-            decoded = dwc.decode_delta(tensors, meta["layout"], rec.names, shapes)
-            new = {n: (d if rec.codec.name == "full" else rec.committed[n] + d) for n, d in decoded.items()}
+            new = dwc.apply_update(tensors, meta, rec.names, rec.committed)
             committed = {**rec.committed, **new}
             if wire.state_hash(committed) != new_hash:
                 raise Conflict("ack", "the pending update does not reproduce the acknowledged hash")

@@ -37,6 +37,7 @@ from workbench.adapt import dwc, wire
 from workbench.adapt.client import CloudClient
 from workbench.adapt.lora import add_adapters, trainable_names
 from workbench.adapt.queue import PersistentQueue
+from workbench.adapt.router import add_router, token_features
 from workbench.adapt.tokens import tokens_from_clip, tokens_from_visual
 from workbench.adapt.uts import UTSConfig, keep_mask, sequence_confidence, token_uncertainty
 from workbench.data.clip import Clip
@@ -89,9 +90,11 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 
 def build_student(pocket_path: str | os.PathLike, rank: int, alpha: float, seed: int):
-    """The pocket's runtime model with adapters — what both the device and the cloud's copy start from."""
+    """The pocket's runtime model with adapters and the (initial) domain router — what both the device and
+    the cloud's copy start from."""
     model = ucop.load_pocket(pocket_path).model()
     add_adapters(model, rank, alpha, seed)
+    add_router(model)
     return model
 
 
@@ -104,6 +107,7 @@ class Device:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.model = build_student(self.pocket_path, cfg.adapter_rank, cfg.adapter_alpha, cfg.adapter_seed)
         self.queue = PersistentQueue(self.state_dir / "queue")
+        self._pocket_model = None  # the pocket's own weights, loaded when the router first sends a clip there
         self.round = -1  # last applied round
         self.update_names: list[str] = []  # fixed by `agree` / `register`
         self._restore()
@@ -148,12 +152,41 @@ class Device:
                 "alpha": self.cfg.adapter_alpha, "seed": self.cfg.adapter_seed}, "akd": akd, "codec": codec,
                 "domain": domain, "hash": self.hash, "round": self.round}
 
+    # ---- routing (router.py) ---------------------------------------------------------------------------
+    def routes_to_adapted(self, clip: Clip) -> bool:
+        """Whether the router sends `clip` to the adapted weights (always, until a cloud has fitted it)."""
+        r = self.model.domain_router
+        if not bool(r.weight.any()):
+            return bool(r.bias[0] > 0)
+        return bool(r(token_features(tokens_from_clip(clip, self.model.compression.cfg.rho, self.model.cfg.patch_size))) > 0)
+
+    def pocket_model(self):
+        """The pocket's runtime model, unadapted (what a clip the router keeps on the source domain meets)."""
+        if self._pocket_model is None:
+            self._pocket_model = ucop.load_pocket(self.pocket_path).model().eval()
+        return self._pocket_model
+
+    def model_for(self, clip: Clip):
+        return self.model if self.routes_to_adapted(clip) else self.pocket_model()
+
+    @torch.no_grad()
+    def captions(self, clips) -> tuple[dict[str, str], float]:
+        """sample_id → caption of each clip through the weights the router picks; and the share of clips
+        that were captioned with the adapted weights."""
+        out, adapted = {}, 0
+        for c in clips:
+            use = self.routes_to_adapted(c)
+            m = self.model if use else self.pocket_model()
+            vt, _ = m.compression.visual_tokens(m, torch.from_numpy(np.ascontiguousarray(c.frames))[None], c.modality, c)
+            out[c.sample_id], adapted = m.generate(vt).texts[0], adapted + use
+        return out, adapted / max(len(clips), 1)
+
     # ---- uplink --------------------------------------------------------------------------------------
     @torch.no_grad()
     def observe(self, clip: Clip, round_index: int, force_upload: bool | None = None) -> Observation:
         """Caption `clip`; if the gate (or `force_upload`) says so, queue its kept tokens for upload.
         force_upload: None = the gate decides (or every sample when the gate is off), True/False = override."""
-        m, u = self.model, self.cfg.uts
+        m, u = self.model_for(clip), self.cfg.uts
         frames = torch.from_numpy(np.ascontiguousarray(clip.frames))[None]  # (1, T, C, H, W)
         vt, _ = m.compression.visual_tokens(m, frames, clip.modality, clip)
         gen = m.generate(vt)
@@ -205,18 +238,15 @@ class Device:
             raise DownlinkRejected("rejected: the device is not registered with a cloud (no agreed tensors)")
         names = self.update_names
         params = dict(self.model.named_parameters())
-        shapes = {n: tuple(params[n].shape) for n in names}
         try:
             tensors, meta = wire.decode(data, "delta")
+            new = dwc.apply_update(tensors, meta, names, {n: p.detach() for n, p in params.items()})
             layout = meta["layout"]
-            delta = dwc.decode_delta(tensors, layout, names, shapes)
         except (wire.WireError, KeyError, TypeError) as e:
             raise DownlinkRejected(f"rejected: {e}") from e
         if meta.get("base_hash") != self.hash:
             raise DownlinkRejected(f"rejected: the update applies to weights {meta.get('base_hash')!r}, this "
                                    f"device has {self.hash!r}")
-        replace = layout["codec"] == "full"
-        new = {name: (d if replace else params[name].detach() + d) for name, d in delta.items()}
         if wire.state_hash({**self.weights(), **new}) != meta.get("new_hash"):
             raise DownlinkRejected("rejected: the decoded update does not produce the weights the cloud computed")
         with torch.no_grad():  # validated: from here nothing can fail half-way
@@ -224,8 +254,9 @@ class Device:
                 params[name].copy_(v)
         self.hash, self.round = meta["new_hash"], int(meta["round"])
         self._persist()
-        return {"round": self.round, "bytes": len(data), "codec": layout["codec"], "tensors": len(delta),
-                "layers": dwc.layout_summary(layout, names, shapes)}
+        shapes = {n: tuple(params[n].shape) for n in names}
+        return {"round": self.round, "bytes": len(data), "codec": layout["codec"], "tensors": len(new),
+                "router": bool(meta.get("router")), "layers": dwc.layout_summary(layout, names, shapes)}
 
     def sync(self, client: CloudClient, round_index: int) -> dict:
         """Fetch, verify, apply and acknowledge round `round_index`'s update (a round already applied — its

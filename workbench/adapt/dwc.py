@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from workbench.adapt.router import ROUTER_NAMES
 from workbench.adapt.wire import WireError
 from workbench.methods.ops import quant
 
@@ -217,3 +218,33 @@ def layout_summary(layout: dict, names: list[str], shapes: dict[str, tuple[int, 
                    for _, dt, count in part_spec(layout["codec"], n, int(kept), _INDEX[int(x)], int(bits)))
         out.append({"tensor": name, "entries": n, "kept": int(kept) / n, "bits_per_entry": 8.0 * sent / n})
     return out
+
+
+ROUTER_PART = "router.float32"
+
+
+def apply_update(blobs: dict[str, torch.Tensor], meta: dict, names: list[str],
+                 current: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A decoded downlink (`wire.decode`'s tensors and meta) against the `current` weights → {name: new value} of
+    every tensor it changes: W + ΔŴ (codec `full`: the values themselves) for the agreed `names`, and the domain
+    router's values when the update carries them (part `router`, fp32, `router.ROUTER_NAMES` order). Sizes are
+    checked before anything is returned; WireError otherwise."""
+    blobs = dict(blobs)
+    router = blobs.pop(ROUTER_PART, None)
+    if bool(meta.get("router")) != (router is not None):
+        raise WireError("delta", "the router part and the update's description disagree")
+    try:
+        layout = meta["layout"]
+    except (KeyError, TypeError) as e:
+        raise WireError("delta", "the update has no layout") from e
+    shapes = {n: tuple(current[n].shape) for n in names}
+    delta = decode_delta(blobs, layout, names, shapes)
+    replace = layout["codec"] == "full"
+    new = {n: (d if replace else current[n] + d) for n, d in delta.items()}
+    if router is not None:
+        sizes = [current[n].numel() for n in ROUTER_NAMES]
+        if router.dtype != torch.float32 or router.dim() != 1 or router.numel() != sum(sizes):
+            raise WireError("delta", f"the router part holds {router.numel()} values, not {sum(sizes)}")
+        for name, part in zip(ROUTER_NAMES, torch.split(router, sizes), strict=True):
+            new[name] = part.clone().view(current[name].shape)
+    return new

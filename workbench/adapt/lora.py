@@ -81,14 +81,14 @@ _ADAPTER_SET = [r"lora_[AB]$", r"(^|\.)(ln1|ln2|norm)\.(weight|bias)$",
 def trainable_names(model: TinyVLM, kind: str = "adapters", stems: bool = True) -> list[str]:
     """Names of the parameters AKD trains: 'adapters' (LoRA + norms + block biases + projector, + the patch
     stems unless stems=False) or 'full'.
-    The gesture head is never trained here (captions only).
+    The gesture head is never trained here (captions only), nor the domain router (fitted apart, router.py).
 
         >>> from workbench.models.registry import create_model
         >>> m = create_model("tinyvlm-debug"); _ = add_adapters(m, 2)
         >>> "projector.weight" in trainable_names(m), "decoder.tok_embed.weight" in trainable_names(m)
         (True, False)
     """
-    names = [n for n, _ in model.named_parameters() if not n.startswith("gesture_head.")]
+    names = [n for n, _ in model.named_parameters() if not n.startswith(("gesture_head.", "domain_router."))]
     if kind == "full":
         return names
     if kind != "adapters":

@@ -41,7 +41,7 @@ from workbench.adapt.akd import AKDConfig
 from workbench.adapt.client import CloudClient, CloudUnavailable, RetryPolicy
 from workbench.adapt.device import Device, DeviceConfig
 from workbench.adapt.dwc import CodecConfig
-from workbench.adapt.evaluation import cider, device_captions, eval_clips, token_captions
+from workbench.adapt.evaluation import cider, eval_clips, token_captions
 from workbench.adapt.tokens import tokens_from_clip
 from workbench.data.shifts import DOMAINS, domain_seeds, get_shift, shifted_clip
 from workbench.errors import InputError
@@ -172,13 +172,17 @@ def _trace_sample(run_id: str, obs, round_index: int) -> pl.DataFrame:
 
 
 class Evaluator:
-    """Held-out CIDEr of the device on the target domain and the source domain."""
+    """Held-out CIDEr of the device (through the weights its router picks per clip) on the target domain and
+    the source domain; `routed` holds the last call's shares of clips captioned with the adapted weights."""
 
     def __init__(self, cfg: AdaptConfig):
         self.target, self.source = eval_clips(cfg.domain, cfg.eval_clips), eval_clips("source", cfg.source_clips)
+        self.routed: dict[str, float] = {}
 
-    def __call__(self, model) -> tuple[float, float]:
-        return cider(device_captions(model, self.target), self.target), cider(device_captions(model, self.source), self.source)
+    def __call__(self, device: Device) -> tuple[float, float]:
+        (tgt, t_share), (src, s_share) = device.captions(self.target), device.captions(self.source)
+        self.routed = {"target_routed_adapted": t_share, "source_routed_adapted": s_share}
+        return cider(tgt, self.target), cider(src, self.source)
 
 
 def run_adaptation(cfg: AdaptConfig, cloud_url: str | None = None, token: str | None = None,
@@ -221,7 +225,7 @@ def _run(cfg, client, pocket, teacher_path, state_dir, progress, on_round) -> di
         record["teacher_source_accuracy"] = cider(token_captions(teacher.for_domain("source"), evaluate.source, rho),
                                                   evaluate.source)
         del teacher
-    acc, src = evaluate(device.model)
+    acc, src = evaluate(device)
     record.update(device_accuracy_before=acc, device_source_accuracy_before=src)
     rounds, traces, samples, everything = [], [], [], 0
     if on_round is not None:
@@ -259,12 +263,12 @@ def _run(cfg, client, pocket, teacher_path, state_dir, progress, on_round) -> di
             status = client.status(cfg.device.device_id)
             rec.update(downlink_bytes=info["bytes"], layers=info.get("layers", []),
                        train=({k: status["last_train"].get(k) for k in ("samples", "train_seconds", "label_seconds",
-                                                                         "loss", "ce", "kd")}))
+                                                                         "loss", "ce", "kd", "router_fit")}))
         except CloudUnavailable as e:
             rec.update(downlink_bytes=0, error=str(e), queued=len(device.queue))
-        acc, src = evaluate(device.model)
+        acc, src = evaluate(device)
         rec.update(accuracy_after=acc, source_accuracy_after=src, seconds=time.perf_counter() - t0,
-                   weights_hash=device.hash)
+                   weights_hash=device.hash, **evaluate.routed)
         rounds.append(rec)
         bar.set_postfix(cider=f"{acc:.3f}", up_kB=f"{up / 1e3:.0f}", down_kB=f"{rec['downlink_bytes'] / 1e3:.0f}")
         if on_round is not None:

@@ -45,12 +45,14 @@ RANKINGS = ("mc", "magnitude", "random")
 @dataclass(frozen=True)
 class UTSConfig:
     """gate: use the sample gate (False = upload every sample); threshold on the sequence confidence;
-    drop: fraction of tokens not sent; passes, p, layers: MC dropout (encoder block indices, negative from the
+    drop: fraction of tokens not sent (0.5: with the router, 0.25 / 0.4 / 0.5 gave the same night CIDEr within
+    one seed's noise — 0.898 / 0.909 / 0.922 after 3 rounds — and 0.5 keeps the uplink under 10 % of
+    send-everything); passes, p, layers: MC dropout (encoder block indices, negative from the
     end); ranking: 'mc' (this module), 'magnitude' (Cdcca's), 'random' (the baseline); seed."""
 
     gate: bool = True
     threshold: float = 0.05
-    drop: float = 0.25
+    drop: float = 0.5
     passes: int = 10
     p: float = 0.2
     layers: tuple[int, ...] = (-2, -1)

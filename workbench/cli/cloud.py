@@ -12,7 +12,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from workbench.cli.validate import RULES, Rule, existing_file, whole
+from workbench.cli.validate import RULES, Rule, _num, existing_file, whole
 
 
 def _domain(v) -> bool:
@@ -36,6 +36,8 @@ RULES.update({
     "state": Rule(lambda v: isinstance(v, str) and v.strip() != "" and not Path(v).is_file(),
                   "name a folder (it is created when missing), not a file"),
     "max_request_bytes": whole(1024, 1 << 31),
+    "replay": Rule(lambda v: _num(v) and 0 <= v <= 8, "be a number of source samples per upload in [0, 8]"),
+    "drop": Rule(lambda v: _num(v) and 0 <= v < 1, "be a fraction in [0, 1)"),
 })
 
 
@@ -61,7 +63,10 @@ def cmd_adapt(args) -> int:
     cfg = AdaptConfig(domain=args.domain or next(iter(DOMAINS)), rounds=args.rounds, stream=args.stream,
                       eval_clips=args.eval_clips, source_clips=args.eval_clips, pocket=args.pocket,
                       teacher=args.teacher)
-    cfg = replace(cfg, akd=replace(cfg.akd, steps=args.steps))
+    akd, uts = cfg.akd, cfg.device.uts
+    cfg = replace(cfg, akd=replace(akd, steps=args.steps, route=args.route == "on",
+                                   replay=akd.replay if args.replay is None else args.replay),
+                  device=replace(cfg.device, uts=replace(uts, drop=uts.drop if args.drop is None else args.drop)))
     token = None
     if args.cloud:
         token = open(args.token_file).read().strip() if args.token_file else os.environ.get("WORKBENCH_CLOUD_TOKEN")
@@ -111,6 +116,12 @@ def add_parser(sub) -> None:
     a.add_argument("--stream", type=int, default=12, help="clips the device streams per round (default 12)")
     a.add_argument("--eval-clips", type=int, default=24, help="held-out clips per domain (default 24)")
     a.add_argument("--steps", type=int, default=24, help="AKD steps per round, batch 8 (default 24)")
+    a.add_argument("--route", choices=("on", "off"), default="on",
+                   help="domain router: the adapted weights only for clips of the shifted domain (default on)")
+    a.add_argument("--replay", type=float, help="source rehearsal samples per uploaded one in AKD (default: "
+                                                 "AKDConfig's, 0 — the router protects the source domain)")
+    a.add_argument("--drop", type=float, help="fraction of an uploaded sample's tokens not sent, most uncertain "
+                                              "first (default: UTSConfig's)")
     a.add_argument("--token-file", help="shared-secret file for --cloud (default $WORKBENCH_CLOUD_TOKEN)")
     a.add_argument("--state", help="device state directory (default: a temporary one)")
     a.add_argument("--pocket", help="pocket checkpoint (default: shipped)")

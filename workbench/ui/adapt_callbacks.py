@@ -163,6 +163,10 @@ def summary_markdown(s: AdaptSession) -> str:
              f"(full fp32 weights: {r['full_weights_bytes'] / 1e6:.1f} MB).",
              f"{sum(x['samples_sent'] for x in r['rounds'])} of {sum(x['samples_seen'] for x in r['rounds'])} "
              f"samples uploaded; {r['seconds']:.0f} s."]
+    if "source_routed_adapted" in last:
+        lines.append(f"Domain router: {last['target_routed_adapted']:.0%} of the held-out {r['domain']} clips and "
+                     f"{last['source_routed_adapted']:.0%} of the source clips were captioned with the adapted weights "
+                     f"(the rest with the pocket's own).")
     if errors:
         lines.append(f"Rounds with a cloud error: {len(errors)} (the device kept its weights and queue).")
     if not s.baselines:

@@ -20,7 +20,8 @@ from workbench.viz.style import message_figure
 INTRO = ("Cloud-device continual adaptation: the pocket device model (4-bit, 30 % pruned, ρ = 0.1 tokens) captions "
          "a stream from a shifted domain, uploads only low-confidence samples without their most uncertain tokens "
          "(UTS), the cloud teacher labels them and trains the device's adapters (AKD), and sends back a top-k (ρ = 0.5) 8-bit "
-         "weight delta (DWC). A round takes a minute or two on 2 cores. The same runs from the command line: "
+         "weight delta (DWC) with a domain router, so that only clips of the shifted domain meet the adapted weights "
+         "(source clips keep the pocket's). A round takes a minute or two on 2 cores. The same runs from the command line: "
          "`workbench adapt --domain night --rounds 3 --json`.")
 
 
