@@ -20,9 +20,9 @@ from workbench.errors import InputError
 
 # a value that parses but makes no sense, per argparse dest (strings, as typed on a command line)
 BAD = {
-    "frames": "0", "start": "-1", "duration": "0", "fps": "-5", "tau": "-1", "window": "0", "stride": "0",
+    "frames": "0", "start": "-1", "duration": "0", "fps": "-5", "tau": "-1", "chunk": "0", "window": "0", "stride": "0",
     "trace": ".", "srt": ".", "vtt": ".", "threads": "0", "model": " ", "limit": "0", "root": "/no/such/folder",
-    "out": " ", "steps": "0", "batch_size": "0", "eval_every": "0", "seed": "-1", "workers": "-1",
+    "out": " ", "replay": "-1", "drop": "1", "steps": "0", "batch_size": "0", "eval_every": "0", "seed": "-1", "workers": "-1",
     "device": "tpu", "port": "70000", "host": " ", "max_words": "0",
     # method knobs (cli/common.add_method_args) and eval qa
     "keep": "2", "fastv_k": "-1", "fastv_r": "1", "points": "-1", "budgets": "0", "counts": "0", "prune_seed": "-1",
