@@ -95,10 +95,11 @@ def build_settings(base, tuned, tuned_path, calib_rgb, calib_ev) -> list[Setting
 
 @torch.no_grad()
 def encoder_analysis(model, method, clips, timing_clips: int, flops_clips: int, repeats: int,
-                     dense_flops: dict) -> dict:
-    """FLOPs (sum, streaming schedule), interleaved wall time of dense / stream / clip schedules (sums of per-clip
-    medians) and masks vs motion ground truth."""
+                     dense_flops: dict, chunks: tuple[int, ...] = ()) -> dict:
+    """FLOPs (sum, streaming schedule), interleaved wall time of dense / stream / clip schedules and of the
+    stream schedule in chunks of c frames (sums of per-clip medians) and masks vs motion ground truth."""
     fl_m = fl_d = an_m = an_d = ms_s = ms_c = ms_d = 0.0
+    ms_k = {c: 0.0 for c in chunks}
     tp = fp = fn = 0
     for i, clip in enumerate(clips):
         frames, mod = frames_of(clip), clip.modality
@@ -127,12 +128,18 @@ def encoder_analysis(model, method, clips, timing_clips: int, flops_clips: int, 
                 clip_mode = STTF(replace(method.cfg, schedule="clip"))
                 fns["stream"] = lambda: method.encode(model, frames, mod, clip)
                 fns["clip"] = lambda: clip_mode.encode(model, frames, mod, clip)
+                for c in chunks:
+                    fns[f"chunk{c}"] = (lambda m: lambda: m.encode(model, frames, mod, clip))(
+                        STTF(replace(method.cfg, chunk=c)))
             med = interleaved_median(fns, repeats=repeats)
             ms_d += med["dense"]
             ms_s += med.get("stream", med["dense"])
             ms_c += med.get("clip", med["dense"])
+            for c in chunks:
+                ms_k[c] += med.get(f"chunk{c}", med["dense"])
     return {"flops": fl_m, "dense_flops": fl_d, "analytic": an_m, "dense_analytic": an_d, "ms_stream": ms_s,
-            "ms_clip": ms_c, "dense_ms": ms_d, "tp": tp, "fp": fp, "fn": fn}
+            "ms_clip": ms_c, **{f"ms_chunk{c}": v for c, v in ms_k.items()}, "dense_ms": ms_d, "tp": tp, "fp": fp,
+            "fn": fn}
 
 
 @torch.no_grad()
@@ -165,12 +172,13 @@ def evaluate(setting: Setting, model, shapes_seeds, shapes_clips, gest_clips, vi
     if setting.events is not None:
         ge = gesture_eval(model, [], setting.events, progress=False, clips=gest_clips)
         row.update(gesture_acc=ge.accuracy, tok_gesture=float(ge.per_clip["tokens_per_frame"].mean()))
-    parts = [encoder_analysis(model, m, clips, args.timing_clips, args.flops_clips, args.repeats, dense_flops)
-             for m, clips in ((setting.rgb, shapes_clips), (setting.events, gest_clips)) if m is not None]
+    parts = [encoder_analysis(model, m, clips, args.timing_clips, args.flops_clips, args.repeats, dense_flops,
+                              args.chunks) for m, clips in ((setting.rgb, shapes_clips), (setting.events, gest_clips))
+             if m is not None]
     tot = {k: sum(p[k] for p in parts) for k in parts[0]}
     row["flops_ratio"] = ratio(tot["flops"], tot["dense_flops"])  # FlopCounterMode, first --flops-clips clips
     row["flops_ratio_analytic"] = ratio(tot["analytic"], tot["dense_analytic"])  # §7 formula, every clip
-    for sched in ("stream", "clip"):
+    for sched in ("stream", "clip", *(f"chunk{c}" for c in args.chunks)):
         row[f"wall_{sched}"] = ratio(tot["dense_ms"], tot[f"ms_{sched}"])
         row[f"eff_{sched}"] = ratio(row[f"wall_{sched}"], ratio(tot["dense_flops"], tot["flops"]))
     if tot["tp"] + tot["fp"] + tot["fn"]:
@@ -223,7 +231,10 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=1, help="torch threads (timings are per this many)")
     p.add_argument("--only", default=None, help="comma-separated substrings: run only matching settings (+ dense)")
     p.add_argument("--out", default=None, help="output folder (default benchmarks/results)")
+    p.add_argument("--chunks", default="4,16", help="comma-separated chunk sizes c: the stream schedule also timed "
+                                                   "encoding c frames per call (STTFConfig.chunk); '' = none")
     args = p.parse_args(argv)
+    args.chunks = tuple(int(c) for c in args.chunks.split(",") if c.strip())
     torch.set_num_threads(args.threads)
     t_start = time.perf_counter()
     if args.calib is None:
@@ -277,16 +288,22 @@ def main(argv=None) -> int:
              f"dense gesture accuracy and ≥ {TARGET['cider']:.0%} of dense CIDEr; eff ≥ {TARGET['efficiency']}.",
              "mask P/R: recomputed patches of non-key frames vs ShapesWorld motion_mask.",
              "video drift: mean 1 − cos(STTF token, dense token) over reused patch-frames of non-key frames."]
+    at = next(i for i, c in enumerate(COLUMNS) if c[0] == "eff_clip") + 1
+    columns = COLUMNS[:at] + [col for c in args.chunks for col in (
+        (f"wall_chunk{c}", f"wall × chunk {c}", "{:.2f}"), (f"eff_chunk{c}", f"eff chunk {c}", "{:.2f}"))] + COLUMNS[at:]
+    notes[1] += (" 'chunk c': the stream schedule encoding c frames per call as they arrive (gated one by one, "
+                 "layer-major against the carried state; up to c − 1 frames of latency).") if args.chunks else ""
     name = f"sttf-{Path(args.model).stem}"
-    md, js = save_results(name, rows, COLUMNS, meta, args.out, title=f"STTF vs dense — {args.model}", notes=notes)
-    print_table(rows, COLUMNS, title=f"STTF vs dense — {args.model}")
+    md, js = save_results(name, rows, columns, meta, args.out, title=f"STTF vs dense — {args.model}", notes=notes)
+    print_table(rows, columns, title=f"STTF vs dense — {args.model}")
     hits = [r["setting"] + f" ({r['weights']})" for r in rows if r["meets_target"]]
     print(f"\nsettings meeting the token / accuracy / CIDEr target: {', '.join(hits) if hits else 'none'}")
     for r in rows:
         if r["meets_target"]:
-            ok = {s: (r.get(f"eff_{s}") or 0) >= TARGET["efficiency"] for s in ("stream", "clip")}
+            ok = {s: (r.get(f"eff_{s}") or 0) >= TARGET["efficiency"]
+                  for s in ("stream", "clip", *(f"chunk{c}" for c in args.chunks))}
             print(f"  {r['setting']}: wall-clock eff ≥ {TARGET['efficiency']}: "
-                  f"stream {ok['stream']}, clip {ok['clip']}")
+                  + ", ".join(f"{k} {v}" for k, v in ok.items()))
     print(f"results: {md} and {js} ({time.perf_counter() - t_start:.0f} s)")
     return 0
 

@@ -118,3 +118,15 @@ def test_recomputed_rows_match_the_hf_tower_with_one_layer(family):
     dense = m.encode(tf)[0, -1]
     torch.testing.assert_close(r.enc[0, -1][rows], dense[rows], atol=2e-5, rtol=1e-4)
     assert not torch.allclose(r.enc[0, -1][~rows], dense[~rows], atol=1e-3)  # reused rows: the cached frame
+
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_layer_major_schedules_are_refused_in_words_on_hf_towers(hf_tiny_models, clip, family):
+    """The clip schedule and chunk > 1 are written for TinyVLM's encoder (no CLS token, no HF key order): an HF
+    tower gets one clear error, never wrong numbers."""
+    m = hf_tiny_models[family]
+    frames = model_frames(m, clip)
+    for cfg in (STTFConfig(tau=0.02, chunk=3), STTFConfig(tau=0.02, schedule="clip")):
+        with pytest.raises(ValueError, match="TinyVLM's encoder only"):
+            STTF(cfg).run(m, frames, "rgb")

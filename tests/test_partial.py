@@ -177,3 +177,52 @@ def test_encode_clip_dense_is_the_encoder_bit_for_bit(encoder, frames):
     with torch.no_grad():
         out, _, _ = encode_clip(encoder, frames, "rgb", torch.ones(3, N, dtype=torch.bool))
         assert torch.equal(out, encoder(frames, "rgb"))
+
+
+@pytest.mark.parametrize("chunk", [2, 3, 5, 9])
+def test_encode_chunk_matches_frame_by_frame_and_carries_the_same_cache(encoder, chunk):
+    """A stream encoded c frames at a time against its carried state = frame by frame (outputs and the cache at
+    the end: keys, values, block outputs, final), with chunk edges falling anywhere (dense frames, frames with
+    nothing to recompute, patches untouched for several chunks)."""
+    from workbench.methods.ops.partial import encode_chunk
+    g = torch.Generator().manual_seed(4)
+    clip = torch.rand(9, 3, 112, 112, generator=g)
+    mask = torch.rand(9, N, generator=g) < 0.1
+    mask[0], mask[3], mask[5] = True, False, True
+    with torch.no_grad():
+        ref, cache = encode_full(encoder, embed_patches(encoder, clip[:1], "rgb"), "rgb")
+        refs = [ref]
+        for f in range(1, 9):
+            idx = mask[f].nonzero().squeeze(1)
+            refs.append(encode_partial(encoder, cache, embed_patches(encoder, clip[f:f + 1], "rgb", idx), idx, "rgb"))
+        got, carried = [], None
+        for s in range(0, 9, chunk):
+            out, carried = encode_chunk(encoder, carried, clip[s:s + chunk], "rgb", mask[s:s + chunk])
+            got.append(out)
+    torch.testing.assert_close(torch.cat(got), torch.cat(refs), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(carried.final, cache.final, atol=1e-5, rtol=1e-5)
+    for a, b in zip(carried.layers, cache.layers):
+        for x, y in ((a.k, b.k), (a.v, b.v), (a.out, b.out)):
+            assert x.shape == y.shape
+            torch.testing.assert_close(x, y, atol=1e-5, rtol=1e-5)
+
+
+def test_encode_chunk_computes_only_the_recomputed_rows_and_refuses_a_cold_partial_start(encoder, frames):
+    from workbench.methods.ops.partial import encode_chunk
+    with torch.no_grad():
+        _, cache = _first(encoder, frames)
+        mask = torch.zeros(2, N, dtype=torch.bool)
+        mask[0, :5], mask[1, 3:11] = True, True
+        seen, hs = _rows_seen(encoder)
+        try:
+            encode_chunk(encoder, cache, frames[1:], "rgb", mask)
+        finally:
+            for h in hs:
+                h.remove()
+        assert seen == [13] * len(encoder.blocks)  # one pass per block over the chunk's 13 recomputed tokens
+        still, same = encode_chunk(encoder, cache, frames[1:], "rgb", torch.zeros(2, N, dtype=torch.bool))
+        assert torch.equal(still, cache.final.expand(2, N, -1)) and torch.equal(same.final, cache.final)
+        with pytest.raises(ValueError, match="dense frame"):
+            encode_chunk(encoder, None, frames[1:], "rgb", mask)
+        dense, _ = encode_chunk(encoder, None, frames, "rgb", torch.ones(3, N, dtype=torch.bool))
+        assert torch.equal(dense, encoder(frames, "rgb"))  # every patch: the dense encoder's exact calls

@@ -197,3 +197,30 @@ def test_bad_stream_knobs_are_input_errors(model):
         open_stream("/no/such/video.mp4")
     with pytest.raises(InputError, match="events"):
         list(caption_stream(model, open_stream("shapes:1"), STTF(STTFConfig(source="events"))))
+
+
+def test_chunked_sttf_stream_gives_the_frame_by_frame_windows(model, tmp_path):
+    """STTF encoding c frames per call (chunk 4, window 8, stride 6: chunk and window edges out of step) yields
+    the windows of the frame-by-frame stream: same frames, same computed masks, same tokens."""
+    path = tmp_path / "s.mp4"
+    from workbench.data.shapesworld import make_clip
+    write_video(path, make_clip(5).frames, fps=8)
+    cfg = StreamConfig(window=8, stride=6)
+    one = list(caption_stream(model, open_stream(path), STTF(STTFConfig(tau=0.1)), cfg))
+    four = list(caption_stream(model, open_stream(path), STTF(STTFConfig(tau=0.1, chunk=4)), cfg))
+    assert [(w.first_frame, w.end_frame) for w in four] == [(w.first_frame, w.end_frame) for w in one]
+    for a, b in zip(one, four):
+        assert a.tokens_per_frame == b.tokens_per_frame and a.caption == b.caption
+    enc1 = frame_encoder(STTF(STTFConfig(tau=0.1)), model, "rgb")
+    enc4 = frame_encoder(STTF(STTFConfig(tau=0.1, chunk=4)), model, "rgb")
+    s1, s4 = enc1.start(), enc4.start()
+    o1, o4 = [], []
+    for f in open_stream(path):
+        o1 += enc1.push(s1, as_tensor(f.pixels))
+        o4 += enc4.push(s4, as_tensor(f.pixels))
+        assert len(o4) % 4 == 0 and len(o4) <= len(o1)
+    o4 += enc4.flush(s4)
+    assert len(o4) == len(o1) == 16
+    for a, b in zip(o1, o4):
+        assert torch.equal(a.computed, b.computed) and a.key == b.key and a.flops == b.flops
+        torch.testing.assert_close(a.tokens, b.tokens, atol=1e-5, rtol=1e-5)

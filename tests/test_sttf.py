@@ -54,11 +54,12 @@ def run(model, clip, **knobs):
 # ---- exactness ----------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("clip_name", ["shapes", "gesture"])
-@pytest.mark.parametrize("scene_cut,schedule", [(0.5, "stream"), (None, "stream"), (None, "clip")])
-def test_tau_zero_is_dense_bit_for_bit(model, clip_name, scene_cut, schedule, request):
+@pytest.mark.parametrize("scene_cut,schedule,chunk", [(0.5, "stream", 1), (None, "stream", 1), (None, "clip", 1),
+                                                      (None, "stream", 5)])
+def test_tau_zero_is_dense_bit_for_bit(model, clip_name, scene_cut, schedule, chunk, request):
     clip = request.getfixturevalue(clip_name)
     frames = frames_of(clip)
-    method = STTF(STTFConfig(source="pixels", tau=0.0, scene_cut=scene_cut, schedule=schedule))
+    method = STTF(STTFConfig(source="pixels", tau=0.0, scene_cut=scene_cut, schedule=schedule, chunk=chunk))
     vt_dense, _ = Dense().visual_tokens(model, frames, clip.modality)
     r = method.run(model, frames, clip.modality, clip)
     assert bool(r.mask.all()) and bool((r.vt.size == 1).all()) and r.vt.num_tokens == frames.shape[1] * N
@@ -207,6 +208,22 @@ def test_clip_schedule_computes_the_same_as_streaming(model, shapes, gesture, kn
     counted = STTF(STTFConfig(**knobs)).run(model, frames_of(clip), clip.modality, clip, count=True).flops.sum()
     assert counted <= c.flops.sum() <= 1.3 * counted  # + padded query rows of the batched attention
     assert c.stats.encoder_ms.sum() > 0 and c.vt.num_tokens == stream.vt.num_tokens
+
+
+@pytest.mark.parametrize("knobs", [dict(source="pixels", tau=0.05), dict(source="embedding", tau=0.3),
+                                   dict(source="events", policy="topk", k=12, scene_cut=None, keyframe_every=6)])
+def test_chunked_stream_computes_the_same_as_frame_by_frame(model, shapes, gesture, knobs):
+    clip = gesture if knobs["source"] == "events" else shapes
+    stream = run(model, clip, **knobs)
+    c = STTF(STTFConfig(**knobs, chunk=4)).run(model, frames_of(clip), clip.modality, clip, count=True)
+    assert torch.equal(c.mask, stream.mask) and torch.equal(c.key, stream.key)
+    torch.testing.assert_close(c.enc, stream.enc, atol=1e-5, rtol=1e-5)
+    assert np.array_equal(c.stats.tokens_computed, stream.stats.tokens_computed)
+    counted = STTF(STTFConfig(**knobs)).run(model, frames_of(clip), clip.modality, clip, count=True).flops.sum()
+    assert counted <= c.flops.sum() <= 1.3 * counted  # + padded query rows of the batched attention
+    assert c.stats.encoder_ms.sum() > 0 and c.vt.num_tokens == stream.vt.num_tokens
+    with pytest.raises(ValueError, match="chunk"):
+        STTFConfig(chunk=0)
 
 
 # ---- trace --------------------------------------------------------------------------------------------------

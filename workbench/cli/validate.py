@@ -97,6 +97,7 @@ RULES: dict[str, Rule] = {
     "start": nonnegative(),
     "duration": positive(),
     "fps": Rule(_fps, "be a frame rate in (0, 1000] per second or 'native'"),
+    "chunk": whole(1, 256),
     "tau": nonnegative(),
     "window": whole(1, MAX_WINDOW),
     "stride": whole(1, MAX_WINDOW),

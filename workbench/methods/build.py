@@ -49,7 +49,8 @@ class MethodKnobs:
     """tau: STTF threshold. keep: decoder-side target (the paper's count; None = the method's default).
     rule: SparseVLM fixed | rank. points: pruning depths (None = the method's default). budgets / counts:
     per-depth fractions / token counts (replace keep). recycle: SparseVLM token recycling. K, R: FastV's depth
-    and pruned fraction (R is replaced by keep when keep is given). seed: the random control's seed."""
+    and pruned fraction (R is replaced by keep when keep is given). seed: the random control's seed. chunk: STTF
+    frames per encoder call (STTFConfig.chunk)."""
 
     tau: float = 0.05
     keep: float | None = None
@@ -61,6 +62,7 @@ class MethodKnobs:
     K: float = 0.5
     R: float = 0.5
     seed: int = 0
+    chunk: int = 1
 
 
 def encoder_method(name: str, model, knobs: MethodKnobs):
@@ -69,7 +71,7 @@ def encoder_method(name: str, model, knobs: MethodKnobs):
         return Dense()
     from workbench.methods.sttf import STTF, STTFConfig
     if name == "sttf":
-        return STTF(STTFConfig(tau=knobs.tau))
+        return STTF(STTFConfig(tau=knobs.tau, chunk=knobs.chunk))
     if name in BASELINES:
         from workbench.methods.budget import at_budget
         n = model.cfg.num_patches

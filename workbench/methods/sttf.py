@@ -43,7 +43,9 @@ from workbench.data.clip import Clip
 from workbench.eval.flops import block_flops, count_flops, encoder_flops
 from workbench.methods.ops.fusion import fuse_runs, run_token_index
 from workbench.methods.ops.gates import GateRule, GateState, GateStep, gate_step, patch_pixels, run_gate
-from workbench.methods.ops.partial import EncoderCache, embed_patches, encode_clip, encode_full, encode_partial
+from workbench.methods.ops.partial import (EncoderCache, embed_patches, encode_chunk, encode_clip, encode_full,
+                                           encode_partial)
+from workbench.models.encoder import VisionEncoder
 from workbench.models.protocol import VLM
 from workbench.models.visual_tokens import VisualTokens
 from workbench.pipeline import FrameStats, attach
@@ -71,6 +73,11 @@ class STTFConfig:
         computation layer by layer over the whole clip (`ops.partial.encode_clip`: one matmul per layer over all
         recomputed tokens; attention in two padded batches), faster on CPU when the clip is at hand; its
         per-frame FLOPs / ms are the measured clip totals split in proportion to each frame's analytic FLOPs.
+    chunk: frames per encoder call in the stream schedule — 1: each frame is encoded as it arrives; c > 1: frames
+        are gated as they arrive and encoded c at a time, layer-major against the carried state
+        (`ops.partial.encode_chunk`: the same computation as frame by frame, c frames' recomputed tokens in one
+        matmul per layer), a latency of up to c − 1 frames for fewer, larger kernel calls; per-frame FLOPs / ms
+        are each chunk's totals split like the clip schedule's.
     """
 
     source: str = "pixels"
@@ -82,6 +89,7 @@ class STTFConfig:
     scene_cut: float | None = 0.5
     fuse: bool = True
     schedule: str = "stream"
+    chunk: int = 1
 
     def __post_init__(self):
         if self.source not in SOURCES:
@@ -92,6 +100,8 @@ class STTFConfig:
             raise ValueError(f"STTF schedule must be one of {SCHEDULES}, not {self.schedule!r}")
         if self.policy == "budget" and (self.rho is None or not 0 < self.rho <= 1):
             raise ValueError("the budget policy needs rho in (0, 1] and a calibrated tau: use budget_config(...)")
+        if isinstance(self.chunk, bool) or not isinstance(self.chunk, int) or not 1 <= self.chunk <= 256:
+            raise ValueError(f"STTF chunk must be an int in [1, 256] frames, not {self.chunk!r}")
         self.rule()  # validates tau, k, keyframe_every
 
     def rule(self) -> GateRule:
@@ -105,9 +115,10 @@ class STTFState:
 
     gate: GateState = field(default_factory=GateState)
     cache: EncoderCache | None = None
+    pending: list = field(default_factory=list)  # a stream's frames (and rates) waiting for their chunk
 
     def clone(self) -> "STTFState":
-        return STTFState(self.gate.clone(), None if self.cache is None else self.cache.clone())
+        return STTFState(self.gate.clone(), None if self.cache is None else self.cache.clone(), list(self.pending))
 
 
 @dataclass
@@ -163,6 +174,12 @@ def frame_flops(model: VLM, computed, key, source: str = "pixels", modality: str
     return np.asarray(out, dtype=np.float64)
 
 
+def chunk_shares(model: VLM, steps: list[GateStep], source: str, modality: str) -> np.ndarray:
+    """(c,) each frame's share of a chunk's analytic encoder FLOPs (how a chunk's measured cost is split)."""
+    share = frame_flops(model, [int(g.mask.sum()) for g in steps], [bool(g.key[0]) for g in steps], source, modality)
+    return share / share.sum() if share.sum() > 0 else np.full(len(steps), 1 / len(steps))
+
+
 def event_rates(clip: Clip | None, t: int, n: int) -> torch.Tensor:
     """(1, T, N) events per pixel per patch and frame from the clip, or a clear ValueError."""
     rate = None if clip is None else clip.patch_event_rate
@@ -216,6 +233,26 @@ class STTF:
             x = embed_patches(enc, frame, modality, idx)
         return g, encode_partial(enc, state.cache, x, idx, modality)
 
+    def chunk_step(self, model: VLM, state: STTFState, frames: torch.Tensor, modality: str,
+                   rates: torch.Tensor | None, rule: GateRule) -> tuple[list[GateStep], torch.Tensor]:
+        """Gate c frames (c, C, H, W) in order, then encode them at once (`encode_chunk`) against the state's
+        cache; updates `state`. Returns the gate steps and the outputs (c, N, D)."""
+        enc, src = model.encoder, self.cfg.source
+        steps, embs = [], []
+        for f in range(frames.shape[0]):
+            frame, feat = frames[f:f + 1], None
+            if src == "pixels":
+                feat = patch_pixels(frame[:, None], enc.patch_size)[:, 0]  # (1, N, C·p·p)
+            elif src == "embedding":
+                feat = embed_patches(enc, frame, modality)  # (1, N, D)
+                embs.append(feat[0])
+            steps.append(gate_step(state.gate, rule, feat, None if rates is None else rates[f:f + 1],
+                                   SCORE_KIND[src] or "l1"))
+        mask = torch.cat([g.mask for g in steps])  # (c, N)
+        out, state.cache = encode_chunk(enc, state.cache, frames, modality, mask,
+                                        torch.stack(embs) if embs else None)
+        return steps, out
+
     # ---- a clip --------------------------------------------------------------------------------------------
     @torch.no_grad()
     def encode(self, model: VLM, frames: torch.Tensor, modality: str, clip: Clip | None = None,
@@ -232,8 +269,13 @@ class STTF:
         if t > model.cfg.max_frames:
             raise ValueError(f"{t} frames exceed the model's max_frames={model.cfg.max_frames}")
         rates = event_rates(clip, t, n) if self.cfg.source == "events" else None
+        if (self.cfg.schedule == "clip" or self.cfg.chunk > 1) and not isinstance(model.encoder, VisionEncoder):
+            raise ValueError("STTF's layer-major schedules (schedule='clip', chunk > 1) run on TinyVLM's encoder "
+                             "only; use schedule='stream' with chunk=1 on this vision tower")
         if self.cfg.schedule == "clip":
             return self._encode_clip(model, frames, modality, rates, count)
+        if self.cfg.chunk > 1:
+            return self._encode_chunked(model, frames, modality, rates, count)
         state, rule = STTFState(), self.cfg.rule()
         steps, outs = [], []
         flops, ms = np.zeros(t), np.zeros(t)
@@ -250,6 +292,26 @@ class STTF:
                 outs.append(out)
         st = lambda name: torch.stack([getattr(s, name) for s in steps], 1)  # noqa: E731  (1, T, ...)
         return EncodeResult(torch.stack(outs, 1), st("mask"), st("score"), st("age"), st("key"), st("cut"), flops, ms)
+
+    def _encode_chunked(self, model, frames, modality, rates, count) -> EncodeResult:
+        state, rule, c = STTFState(), self.cfg.rule(), self.cfg.chunk
+        t = frames.shape[1]
+        steps, outs = [], []
+        flops, ms = np.zeros(t), np.zeros(t)
+        with torch.inference_mode():
+            for s0 in range(0, t, c):
+                fr, rt = frames[0, s0:s0 + c], None if rates is None else rates[0, s0:s0 + c]
+                total = count_flops(self.chunk_step, model, state.clone(), fr, modality, rt, rule)[1] if count else 0
+                start = time.perf_counter()
+                gs, out = self.chunk_step(model, state, fr, modality, rt, rule)
+                elapsed = (time.perf_counter() - start) * 1e3
+                share = chunk_shares(model, gs, self.cfg.source, modality)
+                flops[s0:s0 + len(gs)], ms[s0:s0 + len(gs)] = total * share, elapsed * share
+                steps += gs
+                outs.append(out)
+        st = lambda name: torch.cat([getattr(s, name) for s in steps])[None]  # noqa: E731  (1, T, ...)
+        return EncodeResult(torch.cat(outs)[None].clone(), st("mask"), st("score"), st("age"), st("key"), st("cut"),
+                            flops, ms)
 
     def _clip_work(self, model: VLM, frames: torch.Tensor, modality: str, rates: torch.Tensor | None):
         """Gate every frame, then `encode_clip`: (GateResult, encoder output (1, T, N, D))."""

@@ -2,7 +2,9 @@
 
 `frame_encoder(method, model, modality)` → an encoder with `start()` (a fresh per-stream state) and
 `step(state, frame)` → `FrameOut` (the frame's N encoder tokens, which patches were computed, the branch, the
-analytic FLOPs, the time). The state objects are the methods' own (`STTFState`, `RouterState`,
+analytic FLOPs, the time). `push(state, frame)` → the FrameOuts ready after this frame (the runner's call):
+one per frame, except STTF with `chunk` c > 1, which gates each frame as it arrives and encodes c at a time
+(`STTF.chunk_step`); `flush(state)` encodes what waits (the runner calls it before a window is captioned). The state objects are the methods' own (`STTFState`, `RouterState`,
 `CombinedState`), created once per stream and never reset at window edges: a window's tokens are built from
 what the stream carried (`workbench.stream.window`), so nothing is re-encoded because a window started.
 
@@ -35,7 +37,7 @@ from workbench.methods.anc import ANC, RouterState, route_frame
 from workbench.methods.anc_modules import BRANCHES, SKIP, run_branch
 from workbench.methods.combined import STTFANC, CombinedState
 from workbench.methods.ops.gates import patch_pixels
-from workbench.methods.sttf import STTF, STTFState, frame_flops
+from workbench.methods.sttf import STTF, STTFState, chunk_shares, frame_flops
 from workbench.models.tinyvlm import TinyVLM
 from workbench.pipeline import Dense
 
@@ -58,6 +60,12 @@ class _Encoder:
 
     def start(self):
         return None
+
+    def push(self, state, frame: torch.Tensor, rate: torch.Tensor | None = None) -> list[FrameOut]:
+        return [self.step(state, frame, rate)]
+
+    def flush(self, state) -> list[FrameOut]:
+        return []
 
     def _frame(self, frame: torch.Tensor) -> torch.Tensor:
         return frame[None] if frame.ndim == 3 else frame  # (C, H, W) → (1, C, H, W)
@@ -84,11 +92,38 @@ class STTFEncoder(_Encoder):
     def start(self) -> STTFState:
         return STTFState()
 
-    def step(self, state: STTFState, frame: torch.Tensor, rate: torch.Tensor | None = None) -> FrameOut:
-        cfg = self.method.cfg
-        if cfg.source == "events" and rate is None:
+    def _check(self, rate) -> None:
+        if self.method.cfg.source == "events" and rate is None:
             raise InputError("sttf", "source 'events' needs an event stream (its per-patch event rates); "
                                      "use source='pixels' or 'embedding' for video")
+
+    def push(self, state: STTFState, frame: torch.Tensor, rate: torch.Tensor | None = None) -> list[FrameOut]:
+        if self.method.cfg.chunk == 1:
+            return [self.step(state, frame, rate)]
+        self._check(rate)
+        state.pending.append((self._frame(frame)[0], None if rate is None else rate.reshape(-1)))
+        return self.flush(state) if len(state.pending) >= self.method.cfg.chunk else []
+
+    def flush(self, state: STTFState) -> list[FrameOut]:
+        """Encode the frames waiting for their chunk (all at once) → their FrameOuts, in order."""
+        if not state.pending:
+            return []
+        cfg = self.method.cfg
+        frames = torch.stack([f for f, _ in state.pending])  # (c, C, H, W)
+        rates = None if state.pending[0][1] is None else torch.stack([r for _, r in state.pending])  # (c, N)
+        state.pending = []
+        t0 = time.perf_counter()
+        steps, out = self.method.chunk_step(self.model, state, frames, self.modality, rates, cfg.rule())
+        ms = (time.perf_counter() - t0) * 1e3
+        share = chunk_shares(self.model, steps, cfg.source, self.modality)
+        fl = frame_flops(self.model, [int(g.mask.sum()) for g in steps], [bool(g.key[0]) for g in steps], cfg.source,
+                         self.modality)
+        return [FrameOut(out[i], g.mask[0], bool(g.key[0]), -1, float(fl[i]), float(ms * share[i]))
+                for i, g in enumerate(steps)]
+
+    def step(self, state: STTFState, frame: torch.Tensor, rate: torch.Tensor | None = None) -> FrameOut:
+        cfg = self.method.cfg
+        self._check(rate)
         t0 = time.perf_counter()
         g, out = self.method.frame_step(self.model, state, self._frame(frame), self.modality,
                                         None if rate is None else rate.reshape(1, -1), cfg.rule())

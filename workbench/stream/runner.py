@@ -110,6 +110,15 @@ def caption_stream(model: TinyVLM, source: FrameSource, method=None, cfg: Stream
     buf = FrameBuffer(cfg.window)
     frames = iter(source)
     n_seen, n_windows = 0, 0
+    waiting: list[tuple[float, float, float]] = []  # (start_s, end_s, read_ms) of frames read, not yet encoded
+
+    def take(outs) -> None:  # encoded frames, in order, into the window buffer (and the log)
+        for out in outs:
+            start_s, end_s, read_ms = waiting.pop(0)
+            buf.push(start_s, end_s, out, read_ms)
+            if log is not None:
+                log.add(start_s, end_s, out, read_ms)
+
     while True:
         t0 = time.perf_counter()
         try:
@@ -118,22 +127,26 @@ def caption_stream(model: TinyVLM, source: FrameSource, method=None, cfg: Stream
         except InputError:
             first = sched.tail(n_seen)
             if first is not None and n_seen:
+                with torch.inference_mode():
+                    take(enc.flush(state))
                 yield _caption(model, buf, first, n_windows, enc.fuse, cfg, modality, partial=True)
             raise
         read_ms = (time.perf_counter() - t0) * 1e3
         if f is None:
             break
+        waiting.append((f.start_s, f.end_s, read_ms))
         with torch.inference_mode():
-            out = enc.step(state, as_tensor(f.pixels), None if f.patch_rate is None else as_tensor(f.patch_rate))
-        buf.push(f.start_s, f.end_s, out, read_ms)
-        if log is not None:
-            log.add(f.start_s, f.end_s, out, read_ms)
+            take(enc.push(state, as_tensor(f.pixels), None if f.patch_rate is None else as_tensor(f.patch_rate)))
         n_seen += 1
         if on_frame is not None:
             on_frame(n_seen)
         if sched.ends_window(n_seen):
+            with torch.inference_mode():
+                take(enc.flush(state))  # a window is captioned from encoded frames only
             yield _caption(model, buf, (n_seen - cfg.window, n_seen), n_windows, enc.fuse, cfg, modality)
             n_windows += 1
+    with torch.inference_mode():
+        take(enc.flush(state))
     tail = sched.tail(n_seen)
     if tail is not None:
         yield _caption(model, buf, tail, n_windows, enc.fuse, cfg, modality, partial=True)

@@ -194,12 +194,28 @@ def encode_clip(encoder: VisionEncoder, frames: torch.Tensor, modality: str, mas
     if bool(mask.all()):  # every patch of every frame: the dense encoder's exact calls on the whole clip
         out, _ = encode_full(encoder, emb if emb is not None else encoder.embed(frames, modality), modality)
         return out, out.reshape(t * n, -1), src
+    y, _ = _layer_major(encoder, _row_embeddings(encoder, frames, modality, mask, emb), mask, src, modality)
+    d = y.shape[-1]
+    return y.index_select(0, src.flatten()).view(t, n, d), y, src
+
+
+def _row_embeddings(encoder: VisionEncoder, frames: torch.Tensor, modality: str, mask: torch.Tensor,
+                    emb: torch.Tensor | None) -> torch.Tensor:
+    """Embeddings (1, P, D) of the recomputed patch-frames of `mask` (T, N), frame-major."""
     tt, ii = mask.nonzero(as_tuple=True)  # (P,) each, frame-major
     if emb is not None:
-        x = emb[tt, ii][None]  # (1, P, D)
-    else:
-        patches = patchify(frames, encoder.patch_size)[tt, ii]  # (T, N, C·p·p) → (P, C·p·p)
-        x = (encoder.stems[modality](patches) + encoder.pos_embed[0, ii])[None]  # (1, P, D)
+        return emb[tt, ii][None]
+    patches = patchify(frames, encoder.patch_size)[tt, ii]  # (T, N, C·p·p) → (P, C·p·p)
+    return (encoder.stems[modality](patches) + encoder.pos_embed[0, ii])[None]  # (1, P, D)
+
+
+def _layer_major(encoder: VisionEncoder, x: torch.Tensor, mask: torch.Tensor, src: torch.Tensor, modality: str,
+                 prev: EncoderCache | None = None, keep: bool = False) -> tuple[torch.Tensor, list[tuple]]:
+    """The blocks over all P recomputed rows x (1, P, D) at once. src (T, N): where each patch-frame's keys /
+    values come from — row r < P of this call, or P + j: patch j of the carried state `prev` (a stream's cache
+    before these frames). Returns the final outputs of the rows (P, D) and, with keep, per block (k, v, out):
+    keys / values (P [+ N], h, hd) and block outputs (P [+ N], D), indexed like src."""
+    t, n = mask.shape
     counts = mask.sum(1)  # (T,)
     offsets = torch.cat([counts.new_zeros(1), counts.cumsum(0)[:-1]])  # (T,) first row of each frame
     groups = []
@@ -213,9 +229,13 @@ def encode_clip(encoder: VisionEncoder, frames: torch.Tensor, modality: str, mas
         rows = (offsets[fr][:, None] + slot[None]).where(valid, 0)  # (G, Rmax) row index, padding → row 0
         groups.append((rows.flatten(), src[fr].flatten(), valid.flatten(), len(fr), rmax))
     d = x.shape[-1]
-    for blk in encoder.blocks:
+    states = []
+    for i, blk in enumerate(encoder.blocks):
         q, k, v = blk.attn.qkv(blk.ln1(x))  # each (1, h, P, hd)
         q, k, v = (z[0].transpose(0, 1) for z in (q, k, v))  # (P, h, hd) views: one row = one token
+        if prev is not None:  # the carried state's keys / values after this call's rows: (P + N, h, hd)
+            k = torch.cat([k, prev.layers[i].k[0].transpose(0, 1)])
+            v = torch.cat([v, prev.layers[i].v[0].transpose(0, 1)])
         a = x.new_empty(x.shape[1:])  # (P, D)
         for rows, keys, valid, g, rmax in groups:
             heads = lambda z, length: z.view(g, length, *z.shape[1:]).transpose(1, 2)  # noqa: E731  (G, h, L, hd)
@@ -226,5 +246,63 @@ def encode_clip(encoder: VisionEncoder, frames: torch.Tensor, modality: str, mas
             a[rows[valid]] = og[valid]
         x = x + a[None]
         x = x + blk.mlp(blk.ln2(x))
-    y = encoder.finish(x, modality)[0]  # (P, D)
-    return y.index_select(0, src.flatten()).view(t, n, d), y, src
+        if keep:
+            states.append((k, v, x[0] if prev is None else torch.cat([x[0], prev.layers[i].out[0]])))
+    return encoder.finish(x, modality)[0], states
+
+
+def chunk_sources(mask: torch.Tensor) -> torch.Tensor:
+    """(T, N) recompute mask of frames that follow a carried state → (T, N) source of each patch-frame: the
+    row (frame-major rank among the recomputed) of its latest recompute at or before t, or P + j when patch j
+    was not recomputed since the carried state (P = mask.sum()).
+
+        >>> chunk_sources(torch.tensor([[False, True], [True, False], [False, False]])).tolist()
+        [[2, 0], [1, 0], [1, 0]]
+    """
+    t, n = mask.shape
+    frame = torch.arange(t)[:, None].expand(t, n)
+    last = torch.where(mask, frame, -1).cummax(0).values  # (T, N) latest recompute frame ≤ t, −1: none
+    rank = torch.full((t, n), -1, dtype=torch.long)
+    rank[mask] = torch.arange(int(mask.sum()))  # frame-major order
+    carried = int(mask.sum()) + torch.arange(n)[None].expand(t, n)
+    return torch.where(last >= 0, rank.gather(0, last.clamp_min(0)), carried)
+
+
+def encode_chunk(encoder: VisionEncoder, cache: EncoderCache | None, frames: torch.Tensor, modality: str,
+                 mask: torch.Tensor, emb: torch.Tensor | None = None) -> tuple[torch.Tensor, EncoderCache]:
+    """The next T frames of a stream, layer-major: `encode_partial` frame by frame against `cache` (the state
+    the stream carried), computed with one matmul per layer over all the chunk's recomputed tokens (as
+    `encode_clip`). frames (T, C, H, W), mask (T, N) recompute (cache None: frame 0 must be all True), emb
+    (T, N, D) embeddings when already computed. Returns (encoder output per frame (T, N, D), the cache after
+    the last frame — a new object; `cache` is not modified). A chunk whose every patch is recomputed is the
+    dense encoder's exact calls on the T frames (bit-identical to dense).
+
+        >>> enc = VisionEncoder(dim=8, depth=2, heads=2).eval()
+        >>> f = torch.rand(3, 3, 112, 112)
+        >>> o0, c = encode_full(enc, enc.embed(f[:1], "rgb"), "rgb")
+        >>> mask = torch.zeros(2, 196, dtype=torch.bool); mask[0, :7] = True; mask[1, 5:9] = True
+        >>> out, c2 = encode_chunk(enc, c, f[1:], "rgb", mask)
+        >>> i1, i2 = torch.arange(7), torch.arange(5, 9)
+        >>> o1 = encode_partial(enc, c, embed_patches(enc, f[1:2], "rgb", i1), i1, "rgb")
+        >>> o2 = encode_partial(enc, c, embed_patches(enc, f[2:3], "rgb", i2), i2, "rgb")
+        >>> torch.allclose(out, torch.cat([o1, o2]), atol=1e-5), torch.allclose(c2.final, c.final, atol=1e-5)
+        (True, True)
+    """
+    t, n = mask.shape
+    if bool(mask.all()):
+        out, full = encode_full(encoder, emb if emb is not None else encoder.embed(frames, modality), modality)
+        last = [LayerCache(c.k[-1:].clone(), c.v[-1:].clone(), c.out[-1:]) for c in full.layers]
+        return out, EncoderCache(last, out[-1:])
+    src = chunk_sources(mask)
+    if cache is None and bool((src >= int(mask.sum())).any()):
+        raise ValueError("a stream's first chunk must start with a dense frame (no carried state)")
+    if not bool(mask.any()):  # nothing recomputed: every frame is the carried state
+        return cache.final.expand(t, n, -1).clone(), cache.clone()
+    y, states = _layer_major(encoder, _row_embeddings(encoder, frames, modality, mask, emb), mask, src, modality,
+                             cache, keep=True)
+    y_all = y if cache is None else torch.cat([y, cache.final[0]])  # (P [+ N], D)
+    pick = src[-1]  # (N,) each patch's latest source after the chunk
+    layers = [LayerCache(k.index_select(0, pick).transpose(0, 1)[None].contiguous(),
+                         v.index_select(0, pick).transpose(0, 1)[None].contiguous(),
+                         o.index_select(0, pick)[None]) for k, v, o in states]
+    return y_all.index_select(0, src.flatten()).view(t, n, -1), EncoderCache(layers, y_all.index_select(0, pick)[None])
