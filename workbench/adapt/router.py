@@ -8,12 +8,12 @@ clip with the adapted weights only when a small classifier says the clip comes f
 shifted domain. A clip routed to the pocket is captioned exactly as before any adaptation (bit for bit;
 tested), so the source domain loses only what the router misroutes — which the benchmark measures.
 
-The classifier is logistic regression on 43 pixel statistics of the sample's token set (`token_features`:
+The classifier is logistic regression on 46 pixel statistics of the sample's token set (`token_features`:
 RGB means and spreads, neighbour differences, a luminance histogram, a chroma-weighted hue histogram, Laplacian
-noise energy) — what changes when light, palette or veil change, computed in ≈ 15 ms from pixels the device
+noise energy, the brightest tokens' peak values) — what changes when light, palette or veil change, computed in ≈ 15 ms from pixels the device
 already has (no model pass). The cloud fits it each round (`fit_router`) on the samples the device uploaded
 (positives) against its own source-domain clips (negatives, class-balanced, L2-regularised, LBFGS:
-deterministic), and sends its 130 floats with the update (`wire` part `router`, fp32, outside the delta codec:
+deterministic), and sends its 139 floats with the update (`wire` part `router`, fp32, outside the delta codec:
 they are values, not deltas). The router is a module of the student (`add_router`), so it is in the weights'
 hash and persisted like every other tensor. Its initial state routes every clip to the adapted weights —
 the device without routing — so a device whose cloud does not fit a router behaves exactly as before.
@@ -22,7 +22,7 @@ the device without routing — so a device whose cloud does not fit a router beh
     >>> from workbench.data.shifts import shifted_clip
     >>> f = token_features(tokens_from_clip(shifted_clip("night", 3), 0.16))
     >>> f.shape, bool(DomainRouter()(f) > 0)
-    (torch.Size([43]), True)
+    (torch.Size([46]), True)
 """
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ from workbench.adapt.tokens import TokenSet
 
 HUE_BINS = 24
 LUM_BINS = 8
-NUM_FEATURES = 3 + 3 + 2 + LUM_BINS + HUE_BINS + 3
+NUM_FEATURES = 3 + 3 + 2 + LUM_BINS + HUE_BINS + 3 + 3
 ROUTER_NAMES = ("domain_router.bias", "domain_router.mean", "domain_router.scale", "domain_router.weight")
 _YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
 
@@ -63,7 +63,10 @@ def token_features(tokens: TokenSet) -> torch.Tensor:
     lap = (4 * inner - lum[:, :-2, 1:-1] - lum[:, 2:, 1:-1] - lum[:, 1:-1, :-2] - lum[:, 1:-1, 2:]).abs()
     rel = lap.mean((1, 2)) / (inner.mean((1, 2)) + 0.02)
     noise = torch.stack([lap.mean(), rel.mean(), rel.median()]).sqrt()
-    return torch.cat([rgb.mean(0), rgb.std(0), torch.stack([dx, dy]), lum_hist.sqrt(), hue_hist.sqrt(), noise]).float()
+    peak = x.amax((1, 2, 3))  # (K,) the brightest value of each token: dim light caps it, a dark scene does not
+    bright = torch.quantile(peak, torch.tensor([0.9, 0.99, 1.0]))
+    return torch.cat([rgb.mean(0), rgb.std(0), torch.stack([dx, dy]), lum_hist.sqrt(), hue_hist.sqrt(), noise,
+                      bright]).float()
 
 
 class DomainRouter(nn.Module):
@@ -85,7 +88,7 @@ def add_router(model: nn.Module) -> None:
     model.domain_router = DomainRouter()
 
 
-def fit_router(positives: torch.Tensor, negatives: torch.Tensor, l2: float = 1e-2) -> dict[str, torch.Tensor]:
+def fit_router(positives: torch.Tensor, negatives: torch.Tensor, l2: float = 1e-3) -> dict[str, torch.Tensor]:
     """Class-balanced, L2-regularised logistic regression, positives (P, F) = the shifted domain, negatives
     (N, F) = the source; returns the router's values {name: tensor} (ROUTER_NAMES)."""
     if len(positives) == 0 or len(negatives) == 0:
