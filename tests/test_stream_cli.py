@@ -73,6 +73,17 @@ def test_text_mode_prints_timestamped_windows_then_a_summary(tmp_path):
     assert "3 windows" in p.stderr and "real-time factor" in p.stderr
 
 
+def test_sttf_streams_encode_a_stride_of_frames_per_call_unless_told(tmp_path):
+    """A stream's STTF encodes `stride` frames per call by default (the caption waits for them anyway) and gives
+    the captions of frame-by-frame encoding; --chunk 1 is frame by frame."""
+    args = ("caption", "shapes:5", "--model", "tinyvlm-debug", "--fps", "native", "--window", "8", "--stride", "4",
+            "--method", "sttf", "--tau", "0.1", "--json")
+    auto, one = (json.loads(wb(*args, *extra).stdout) for extra in ((), ("--chunk", "1")))
+    assert auto["method_config"]["chunk"] == 4 and one["method_config"]["chunk"] == 1
+    assert [w["caption"] for w in auto["windows"]] == [w["caption"] for w in one["windows"]]
+    assert [w["tokens_computed"] for w in auto["windows"]] == [w["tokens_computed"] for w in one["windows"]]
+
+
 def test_a_truncated_file_prints_its_windows_then_exits_2(tmp_path):
     yy, xx = np.mgrid[0:64, 0:80]
     frames = np.stack([np.stack([xx * 3 % 255, yy * 4 % 255, np.full_like(xx, (i * 9) % 255)], -1)

@@ -43,8 +43,9 @@ def add_method_args(p: argparse.ArgumentParser, default: str = "dense") -> None:
     g.add_argument("--method", choices=method_names(), default=default, metavar="METHOD",
                    help=f"compression method (default {default}); one of {', '.join(method_names())}")
     g.add_argument("--tau", type=float, default=0.05, help="STTF change threshold (default 0.05)")
-    g.add_argument("--chunk", type=int, default=1, help="STTF: frames encoded per call, layer-major against the "
-                                                        "carried state (default 1: each frame as it arrives)")
+    g.add_argument("--chunk", type=int, default=None,
+                   help="STTF: frames encoded per call, layer-major against the carried state (default: a stream's "
+                        "stride — the frames a caption waits for anyway; 1 for a short look: each frame alone)")
     g.add_argument("--keep", type=float, default=None,
                    help="decoder side: fraction of visual tokens kept, the SparseVLM paper's count (mean over "
                         "decoder sublayers of the visual tokens entering them); default: the method's (0.33)")
@@ -68,5 +69,5 @@ def method_from_args(args, model):
     from workbench.methods.build import MethodKnobs, build_method
     knobs = MethodKnobs(tau=args.tau, keep=args.keep, rule=args.rule, points=args.points, budgets=args.budgets,
                         counts=args.counts, recycle=args.recycle, K=args.fastv_k, R=args.fastv_r,
-                        seed=args.prune_seed, chunk=args.chunk)
+                        seed=args.prune_seed, chunk=getattr(args, "chunk", None) or 1)
     return build_method(args.method, model, knobs)

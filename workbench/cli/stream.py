@@ -33,6 +33,14 @@ def stream_config(args):
     return StreamConfig(window=args.window or DEFAULT_WINDOW, stride=args.stride)
 
 
+def chunked(method, chunk: int):
+    """STTF encoding `chunk` frames per call (other methods unchanged): a stream's windows are captioned when
+    their last frame is in, so encoding a stride of frames at once adds no caption latency."""
+    from dataclasses import replace
+    from workbench.methods.sttf import STTF
+    return STTF(replace(method.cfg, chunk=chunk)) if type(method) is STTF and method.cfg.chunk != chunk else method
+
+
 def run_stream(args, model, method, load_s: float = 0.0) -> int:
     """Stream `args.source` through `method` and report (see the module docstring). Returns the exit status."""
     from workbench.cli.caption import input_notes, is_seed
@@ -41,6 +49,7 @@ def run_stream(args, model, method, load_s: float = 0.0) -> int:
     from workbench.stream.subtitles import write_subtitles
     cfg = stream_config(args)
     check_window(model, cfg)
+    method = chunked(method, cfg.schedule().step if getattr(args, "chunk", None) is None else args.chunk)
     t0 = time.perf_counter()
     src = open_stream(args.source, fps=args.fps, fit=args.fit, start_s=args.start, duration_s=args.duration)
     info = src.info
