@@ -41,10 +41,11 @@ import torch  # noqa: E402
 from workbench.adapt import dwc  # noqa: E402
 from workbench.adapt.akd import AKDConfig  # noqa: E402
 from workbench.adapt.device import DeviceConfig  # noqa: E402
-from workbench.adapt.evaluation import cider, device_captions, eval_clips  # noqa: E402
+from workbench.adapt.evaluation import cider, eval_clips  # noqa: E402
 from workbench.adapt.lora import load_tensors, named_tensors  # noqa: E402
 from workbench.adapt.run import AdaptConfig, EmbeddedCloud, run_adaptation  # noqa: E402
 from workbench.adapt.uts import UTSConfig  # noqa: E402
+from workbench.data.shifts import domain_seeds, shifted_clip  # noqa: E402
 
 PARTIAL = RESULTS_DIR / "cloud_device.partial.json"
 RUNS = RESULTS_DIR / "cloud_device.runs.json"
@@ -58,39 +59,47 @@ def configs(base: AdaptConfig, main_domain: str, others: list[str]) -> dict[str,
     d, u, a = base.device, base.device.uts, base.akd
     main = replace(base, domain=main_domain)
     one = replace(main, rounds=1)
+    unrouted = replace(a, route=False, replay=1.0)  # the method before the router (rehearsal against forgetting)
     out = {
         "UTS+AKD+DWC (ours)": (main, "method"),
         "ours, fp32 delta": (replace(main, codec=dwc.CodecConfig("fp32")), "baseline: uncompressed downlink"),
+        # unrouted, rehearsal 1: taken before the router existed (one round of it is 16 min here)
         "send everything": (replace(one, device=replace(d, upload_rho=1.0, uts=replace(u, gate=False, drop=0.0)),
-                                    codec=dwc.CodecConfig("full")), "baseline (1 round: 16 min here)"),
+                                    codec=dwc.CodecConfig("full"), akd=unrouted), "baseline (1 round, no router)"),
         "random subset, same budget": (main, "baseline"),  # random_quota filled from the method's run
         "pseudo-labels only": (replace(main, akd=replace(a, lambda_kd=0.0)), "baseline"),
         "full fine-tuning": (replace(main, akd=replace(a, trainable="full", lr=3e-4)), "baseline"),
         "gate only (no token drop)": (replace(one, device=replace(d, uts=replace(u, drop=0.0))), "ablation"),
         "token drop only (no gate)": (replace(one, device=replace(d, uts=replace(u, gate=False))), "ablation"),
-        "drop ratio 0.5": (replace(one, device=replace(d, uts=replace(u, drop=0.5))), "ablation"),
+        "drop ratio 0.25": (replace(one, device=replace(d, uts=replace(u, drop=0.25))), "ablation"),
         "KD only (no CE)": (replace(one, akd=replace(a, lambda_ce=0.0)), "ablation"),
         "Cdcca magnitude ranking": (replace(one, device=replace(d, uts=replace(u, ranking="magnitude"))), "ablation"),
-        "no source replay": (replace(main, akd=replace(a, replay=0.0)), "ablation"),
-        # the one extra point on the forgetting/adaptation trade-off (replay 1.0 forgets little but adapts little,
-        # 0.0 adapts well and forgets the source): half a source sample per uploaded one, 3 rounds
-        "source replay 0.5": (replace(main, akd=replace(a, replay=0.5)), "ablation (trade-off point)"),
         "stems frozen": (replace(one, akd=replace(a, train_stems=False)), "ablation"),
+        # the forgetting / adaptation trade-off without the router: rehearsal 1, 0.5, 0 source samples per upload
+        "no router, replay 1": (replace(main, akd=unrouted), "ablation: no router"),
+        "no router, replay 0.5": (replace(main, akd=replace(unrouted, replay=0.5)), "ablation: no router"),
+        "no router, no replay": (replace(main, akd=replace(unrouted, replay=0.0)), "ablation: no router"),
     }
     for dom in others:
         out[f"ours on {dom}"] = (replace(main, domain=dom), "method, other domain")
+        out[f"ours on {dom}, replay 1"] = (replace(main, domain=dom, akd=replace(a, replay=1.0)),
+                                            "method + source rehearsal, other domain")
     return out
+
+
+# knobs added after some stored runs were taken, with the behaviour those runs had (before the knob existed)
+PREDATES = {"route": False}
 
 
 def same_config(stored: dict, now: dict, default: dict) -> bool:
     """Whether a stored run's configuration is the one the script would run now: equal key by key, ignoring the
     device's name and whether the teacher was also scored (neither changes the run), and accepting a key that
-    the stored run predates when the value now is that knob's default (the run used what is now the default)."""
+    the stored run predates when the value now is what the run did without it (`PREDATES`, else the default)."""
     for key, value in now.items():
         if key in ("device_id", "teacher_eval"):
             continue
         if key not in stored:
-            if value != default.get(key):
+            if value != PREDATES.get(key, default.get(key)):
                 return False
         elif isinstance(value, dict) and isinstance(stored[key], dict):
             if not same_config(stored[key], value, default.get(key) or {}):
@@ -112,6 +121,8 @@ def summarise(name: str, kind: str, rec: dict, teacher: float) -> dict:
             "uplink_vs_everything": rec["uplink_bytes"] / rec["send_everything_uplink_bytes"],
             "max_downlink_kB": max(r["downlink_bytes"] for r in rounds) / 1e3,
             "downlink_vs_fp32": max(r["downlink_bytes"] for r in rounds) / rec["full_weights_bytes"],
+            "routed": (f"{rounds[-1]['target_routed_adapted']:.0%} / {rounds[-1]['source_routed_adapted']:.0%}"
+                       if "source_routed_adapted" in rounds[-1] else "no router"),
             "sent": sum(r["samples_sent"] for r in rounds), "seen": sum(r["samples_seen"] for r in rounds),
             "seconds": rec["seconds"], "errors": sum("error" in r for r in rounds)}
 
@@ -153,6 +164,16 @@ def verdicts(done: dict, rows: list[dict], probe_rows: list[dict]) -> list[str]:
                    f" — CIDEr {ours['cider_after']:.3f} vs {rnd['cider_after']:.3f} at {ours['uplink_kB']:.0f} vs "
                    f"{rnd['uplink_kB']:.0f} kB (the gate passed every sample, so both send the same samples; only "
                    f"which tokens are dropped differs)")
+    last = done["UTS+AKD+DWC (ours)"]["rounds"][-1]
+    if "source_routed_adapted" in last:
+        out.append(f"router: after round {len(done['UTS+AKD+DWC (ours)']['rounds'])} it sends "
+                   f"{last['target_routed_adapted']:.0%} of the held-out {done['UTS+AKD+DWC (ours)']['domain']} clips "
+                   f"and {last['source_routed_adapted']:.0%} of the held-out source clips to the adapted weights (the "
+                   f"rest are captioned by the pocket's own weights, bit for bit)")
+        probe_r = done["UTS+AKD+DWC (ours)"].get("router_probe")
+        if probe_r:
+            out.append("router on " + str(probe_r["clips"]) + " held-out clips per domain (features only): "
+                       + ", ".join(f"{k} {v:.1%} to the adapted weights" for k, v in probe_r["routed_to_adapted"].items()))
     gate = done.get("gate only (no token drop)")
     if gate is not None:
         a, b = done["UTS+AKD+DWC (ours)"]["rounds"][0], gate["rounds"][0]
@@ -160,6 +181,21 @@ def verdicts(done: dict, rows: list[dict], probe_rows: list[dict]) -> list[str]:
                    f"uplink {a['uplink_bytes']:,} B with the drop ({a['tokens_sent']} tokens) vs {b['uplink_bytes']:,} B "
                    f"without ({b['tokens_sent']} tokens), serialised payload lengths")
     return out
+
+
+class RouterProbe:
+    """After the method's last round: the share of many held-out clips (features only, no captioning) that the
+    device's router sends to the adapted weights — the router's error rate beyond the 24 scored clips."""
+
+    def __init__(self, cfg: AdaptConfig, n: int = 200):
+        self.cfg, self.n, self.result = cfg, n, {}
+
+    def __call__(self, rec: dict, device) -> None:
+        if rec["round"] != self.cfg.rounds:
+            return
+        for dom in (self.cfg.domain, "source"):
+            clips = [shifted_clip(dom, s) for s in domain_seeds(dom, "eval", self.n)]
+            self.result[dom] = sum(device.routes_to_adapted(c) for c in clips) / len(clips)
 
 
 class CodecProbe:
@@ -180,7 +216,7 @@ class CodecProbe:
                 blobs, layout = dwc.encode_delta(delta, codec, names)
                 dec = dwc.decode_delta(blobs, layout, names, shapes)
                 load_tensors(device.model, {n: self.prev[n] + dec[n] for n in names})
-                acc = cider(device_captions(device.model, self.clips), self.clips)
+                acc = cider(device.captions(self.clips)[0], self.clips)
                 gain, full_gain = acc - self.prev_acc, rec["accuracy_after"] - self.prev_acc
                 self.rows.append({"round": rec["round"], "codec": codec.label,
                                   "bytes": sum(t.numel() * t.element_size() for t in blobs.values()),
@@ -262,13 +298,17 @@ def main(argv=None) -> int:
                 print(f"{name}: stored run has another configuration, rerunning", flush=True)
             print(f"\n=== {name} ({cfg.domain}, {cfg.rounds} rounds) ===", flush=True)
             hook = probe if name == "ours, fp32 delta" else None
+            if name == "UTS+AKD+DWC (ours)":
+                hook = RouterProbe(cfg)
             rec = run_adaptation(cfg, cloud.url, cloud.token, progress=True, on_round=hook)
             rec.pop("trace")
             rec["kind"] = kind
             rec["finished"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
             rec["load_avg_at_end"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-            if hook is not None:
+            if hook is probe:
                 rec["codec_probe"] = probe.rows
+            elif hook is not None:
+                rec["router_probe"] = {"clips": hook.n, "routed_to_adapted": hook.result}
             done[name] = rec
             if not args.quick:
                 PARTIAL.write_text(json.dumps(done, default=float))
@@ -289,7 +329,8 @@ def main(argv=None) -> int:
                ("rounds", "rounds", "{}"), ("cider_before", "CIDEr before", "{:.3f}"),
                ("cider_after", "CIDEr after", "{:.3f}"), ("teacher", "teacher", "{:.3f}"),
                ("gap_recovered", "gap recovered", "{:.0%}"), ("source_before", "source before", "{:.3f}"),
-               ("source_after", "source after", "{:.3f}"), ("uplink_kB", "uplink kB", "{:.0f}"),
+               ("source_after", "source after", "{:.3f}"),
+               ("routed", "clips on adapted weights: target / source", "{}"), ("uplink_kB", "uplink kB", "{:.0f}"),
                ("uplink_vs_everything", "uplink / send-everything", "{:.1%}"),
                ("max_downlink_kB", "max downlink kB/round", "{:.1f}"),
                ("downlink_vs_fp32", "downlink / fp32 weights", "{:.4f}"), ("sent", "samples sent", "{}"),
@@ -311,7 +352,8 @@ def main(argv=None) -> int:
         return 0
     meta = {"metric": "CIDEr on 24 held-out clips per domain (and 24 source clips)",
             "stream": f"{base.stream} clips per round; 3 rounds (send-everything and the ablations: 1)",
-            "akd": f"{base.akd.steps} steps × batch {base.akd.batch}, lr {base.akd.lr:g}, replay {base.akd.replay:g}",
+            "akd": f"{base.akd.steps} steps × batch {base.akd.batch}, lr {base.akd.lr:g}, replay {base.akd.replay:g}, "
+                   f"router {'on' if base.akd.route else 'off'}",
             "this_invocation_s": round(time.perf_counter() - t0),
             "run_seconds_total": round(sum(r["seconds"] for r in done.values())),
             "load_average_at_run_ends": (lambda v: f"{min(v):.1f}–{max(v):.1f} over {len(v)} of {len(done)} runs"
