@@ -2,8 +2,8 @@
 
 Every input is streamed at its native frame rate through `workbench.stream.caption_stream` (windows of 16
 frames, back to back), end to end — decoding (PyAV), fitting, the method's encoder work with its state carried
-across the whole stream, and one caption per window — under dense, STTF (pixels, τ = 0.05), ANC (the shipped
-router) and STTF+ANC:
+across the whole stream, and one caption per window — under dense, STTF (pixels, τ = 0.05; a stride of 16 frames
+per encoder call, as `workbench caption --fps` runs it, and frame by frame), ANC (the shipped router) and STTF+ANC:
 
 - RTF = wall time ÷ media duration (open the file → last caption; the model is loaded before), the median of
   `--repeats` runs, dense and the methods interleaved (the order reversed every round) in one process;
@@ -51,7 +51,8 @@ STATIC = "tree"  # the static-camera real clip
 
 def methods(model) -> dict:
     from workbench.methods.sttf import STTF, STTFConfig
-    out = {"dense": Dense(), "sttf": STTF(STTFConfig(tau=0.05))}
+    # "sttf": what `workbench caption --fps` runs (a stride of 16 frames per encoder call); "sttf 1/call": frame by frame
+    out = {"dense": Dense(), "sttf": STTF(STTFConfig(tau=0.05, chunk=16)), "sttf 1/call": STTF(STTFConfig(tau=0.05))}
     try:
         from workbench.methods.anc import ANC, ANCConfig, shipped_path
         from workbench.methods.anc_modules import load_anc
