@@ -51,7 +51,7 @@ def test_stream_json_and_subtitles_of_a_real_video(real_data, tmp_path):
     ws = rec["windows"]
     assert rec["frames"] == 120 and len(ws) == 8 and rec["fps"] == pytest.approx(29.97, abs=0.01)
     assert all({"start_s", "end_s", "caption", "tokens_per_frame"} <= set(w) for w in ws)
-    assert rec["rtf"] == pytest.approx(rec["wall_s"] / rec["media_s"], rel=1e-3) and rec["media_s"] == pytest.approx(4.004, abs=0.01)
+    assert rec["rtf"] == pytest.approx(rec["wall_s"] / rec["media_s"], rel=1e-3, abs=2e-4) and rec["media_s"] == pytest.approx(4.004, abs=0.01)
     assert ws[0]["tokens_per_frame"] >= 196 / 16 and rec["error"] is None
     assert any("centre-cropped" in n for n in rec["notes"]) and any("ShapesWorld" in n for n in rec["notes"])
     for path, fmt in ((srt, "srt"), (vtt, "webvtt")):
