@@ -41,7 +41,8 @@ import workbench  # noqa: E402,F401  (offline environment first)
 from workbench.data import gestures, shapesworld  # noqa: E402
 from workbench.data.load import load_clip  # noqa: E402
 from workbench.eval.evaluate import caption_eval, gesture_eval  # noqa: E402
-from workbench.methods.sttf import STTF, STTFConfig, budget_config, frame_flops, learned_config  # noqa: E402
+from workbench.methods.sttf import STTF, STTFConfig, frame_flops  # noqa: E402
+from workbench.methods.sttf_calibration import budget_config, learned_config  # noqa: E402
 from workbench.models.registry import create_model, weights_dir  # noqa: E402
 from workbench.pipeline import Dense  # noqa: E402
 

@@ -18,8 +18,8 @@ from workbench.data.load import load_clip
 from workbench.data.shapesworld import make_clip
 from workbench.eval.flops import block_flops, encoder_flops
 from workbench.methods.ops.gates import GateRule, change_score, run_gate
-from workbench.methods.sttf import (STTF, STTFConfig, apply, budget_config, calibrate_tau, learned_config,
-                                    recompute_rate)
+from workbench.methods.sttf import STTF, STTFConfig, apply
+from workbench.methods.sttf_calibration import budget_config, calibrate_tau, learned_config, recompute_rate
 from workbench.models.registry import create_model
 from workbench.pipeline import Dense, describe, detach
 from workbench.trace import read_trace, tracing, write_trace

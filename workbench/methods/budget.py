@@ -7,7 +7,7 @@
 - encoder side, temporal (STTF, Eventful): B is the mean over the clip's frames, frame 0 (dense) counted — both
   with their top-k gate, k per later frame solved for the clip length (`eventful.k_for_budget`; STTF without
   scene-cut frames, which would overspend), so every clip gets B exactly; STTF's `policy="budget"` knob instead
-  calibrates τ for ρ = B / N on 64 ShapesWorld validation clips (`sttf.calibrate_tau`, once per process) — the
+  calibrates τ for ρ = B / N on 64 ShapesWorld validation clips (`sttf_calibration.calibrate_tau`, once per process) — the
   paper's threshold gate, whose rate on other clips drifts from B (measured: 39 tokens per frame on test clips
   0–39 for B = 31; on 8 calibration clips it was 92), and is reported as hit;
 - decoder side (FastV, SparseVLM, random-prune): keep = B / N, the SparseVLM paper's count (the mean over the
@@ -92,7 +92,7 @@ _TAUS: dict = {}
 def _calibrated_tau(model, frames: int, rho: float, knobs: tuple) -> float:
     """STTF's τ for mean recompute rate rho on the calibration clips (once per model, length, rho and knobs);
     1e9 (only keyframes) when rho is below the keyframe floor — as close as STTF gets, reported as hit."""
-    from workbench.methods.sttf import calibrate_tau
+    from workbench.methods.sttf_calibration import calibrate_tau
     key = (model.cfg.to_json(), frames, round(rho, 9), knobs)
     if key not in _TAUS:
         try:

@@ -14,7 +14,7 @@ patch-reconstruction loss is kept on the tokens the decoder sees (each predicts 
 frame), as in stage 1. RGB batches (ShapesWorld) use the pixel or embedding source, event batches (synthetic
 gestures) the event-rate source; data come from the stage-1 training seed streams at an offset, so no clip of
 stage 1, val or test is seen. The checkpoint has the stage-1 format; the learned thresholds are in its info
-under "sttf_gate" (read them with `workbench.methods.sttf.learned_config`).
+under "sttf_gate" (read them with `workbench.methods.sttf_calibration.learned_config`).
 
     train_stage2(Stage2Config(), "data/weights/tinyvlm-shapes.safetensors",
                  "data/weights/tinyvlm-shapes-sttf.safetensors")
@@ -40,7 +40,8 @@ from workbench.data.clip import Clip
 from workbench.methods.ops.fusion import fuse_runs
 from workbench.methods.ops.gates import GateRule, GateState, gate_step, patch_pixels, soft_gate
 from workbench.methods.ops.partial import masked_step
-from workbench.methods.sttf import SCORE_KIND, STTFConfig, calibrate_tau
+from workbench.methods.sttf import SCORE_KIND, STTFConfig
+from workbench.methods.sttf_calibration import calibrate_tau
 from workbench.models.io import load_checkpoint, read_metadata, save_checkpoint
 from workbench.models.tinyvlm import TinyVLM
 from workbench.training.batches import Batch, make_batch

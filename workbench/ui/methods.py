@@ -156,7 +156,8 @@ def method_status(label: str, model) -> str:
 
 
 def _sttf_config(spec: MethodSpec, model, clip: Clip):
-    from workbench.methods.sttf import STTFConfig, budget_config
+    from workbench.methods.sttf import STTFConfig
+    from workbench.methods.sttf_calibration import budget_config
     if spec.source == "events" and clip.patch_event_rate is None:
         raise InputError("change-score source", "'events' needs an event-camera input; use pixels or embedding "
                                                 "for a video")
