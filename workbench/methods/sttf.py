@@ -238,10 +238,11 @@ class STTF:
         cache; updates `state`. Returns the gate steps and the outputs (c, N, D)."""
         enc, src = model.encoder, self.cfg.source
         steps, embs = [], []
+        pixels = patch_pixels(frames[None], enc.patch_size)[0] if src == "pixels" else None  # (c, N, C·p·p), once
         for f in range(frames.shape[0]):
             frame, feat = frames[f:f + 1], None
             if src == "pixels":
-                feat = patch_pixels(frame[:, None], enc.patch_size)[:, 0]  # (1, N, C·p·p)
+                feat = pixels[f:f + 1]  # (1, N, C·p·p)
             elif src == "embedding":
                 feat = embed_patches(enc, frame, modality)  # (1, N, D)
                 embs.append(feat[0])
@@ -249,7 +250,7 @@ class STTF:
                                    SCORE_KIND[src] or "l1"))
         mask = torch.cat([g.mask for g in steps])  # (c, N)
         out, state.cache = encode_chunk(enc, state.cache, frames, modality, mask,
-                                        torch.stack(embs) if embs else None)
+                                        torch.stack(embs) if embs else None, pixels)
         return steps, out
 
     # ---- a clip --------------------------------------------------------------------------------------------

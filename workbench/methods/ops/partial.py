@@ -200,12 +200,13 @@ def encode_clip(encoder: VisionEncoder, frames: torch.Tensor, modality: str, mas
 
 
 def _row_embeddings(encoder: VisionEncoder, frames: torch.Tensor, modality: str, mask: torch.Tensor,
-                    emb: torch.Tensor | None) -> torch.Tensor:
-    """Embeddings (1, P, D) of the recomputed patch-frames of `mask` (T, N), frame-major."""
+                    emb: torch.Tensor | None, pixels: torch.Tensor | None = None) -> torch.Tensor:
+    """Embeddings (1, P, D) of the recomputed patch-frames of `mask` (T, N), frame-major (pixels: the frames'
+    patches (T, N, C·p·p) when already cut, e.g. by the gate)."""
     tt, ii = mask.nonzero(as_tuple=True)  # (P,) each, frame-major
     if emb is not None:
         return emb[tt, ii][None]
-    patches = patchify(frames, encoder.patch_size)[tt, ii]  # (T, N, C·p·p) → (P, C·p·p)
+    patches = (pixels if pixels is not None else patchify(frames, encoder.patch_size))[tt, ii]  # (P, C·p·p)
     return (encoder.stems[modality](patches) + encoder.pos_embed[0, ii])[None]  # (1, P, D)
 
 
@@ -269,11 +270,12 @@ def chunk_sources(mask: torch.Tensor) -> torch.Tensor:
 
 
 def encode_chunk(encoder: VisionEncoder, cache: EncoderCache | None, frames: torch.Tensor, modality: str,
-                 mask: torch.Tensor, emb: torch.Tensor | None = None) -> tuple[torch.Tensor, EncoderCache]:
+                 mask: torch.Tensor, emb: torch.Tensor | None = None,
+                 pixels: torch.Tensor | None = None) -> tuple[torch.Tensor, EncoderCache]:
     """The next T frames of a stream, layer-major: `encode_partial` frame by frame against `cache` (the state
     the stream carried), computed with one matmul per layer over all the chunk's recomputed tokens (as
     `encode_clip`). frames (T, C, H, W), mask (T, N) recompute (cache None: frame 0 must be all True), emb
-    (T, N, D) embeddings when already computed. Returns (encoder output per frame (T, N, D), the cache after
+    (T, N, D) embeddings or pixels (T, N, C·p·p) patches when already computed. Returns (encoder output per frame (T, N, D), the cache after
     the last frame — a new object; `cache` is not modified). A chunk whose every patch is recomputed is the
     dense encoder's exact calls on the T frames (bit-identical to dense).
 
@@ -298,8 +300,8 @@ def encode_chunk(encoder: VisionEncoder, cache: EncoderCache | None, frames: tor
         raise ValueError("a stream's first chunk must start with a dense frame (no carried state)")
     if not bool(mask.any()):  # nothing recomputed: every frame is the carried state
         return cache.final.expand(t, n, -1).clone(), cache.clone()
-    y, states = _layer_major(encoder, _row_embeddings(encoder, frames, modality, mask, emb), mask, src, modality,
-                             cache, keep=True)
+    y, states = _layer_major(encoder, _row_embeddings(encoder, frames, modality, mask, emb, pixels), mask, src,
+                             modality, cache, keep=True)
     y_all = y if cache is None else torch.cat([y, cache.final[0]])  # (P [+ N], D)
     pick = src[-1]  # (N,) each patch's latest source after the chunk
     layers = [LayerCache(k.index_select(0, pick).transpose(0, 1)[None].contiguous(),
