@@ -47,6 +47,13 @@ ROUTER_NEGATIVES = 96  # source clips the router is fitted against (at least as 
 _ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
+def source_upload(seed: int, rho: float):
+    """A source-domain clip of the cloud's own (a ShapesWorld *teacher* seed) shaped like an upload: the device's
+    token budget ρ, a seeded random quarter of the tokens removed."""
+    ts = tokens_from_clip(shifted_clip("source", seed), rho)
+    return ts.select(torch.rand(ts.num_tokens, generator=torch.Generator().manual_seed(seed)) >= 0.25)
+
+
 class Conflict(InputError):
     """The request does not fit the cloud's state for this device (HTTP 409)."""
 
@@ -114,7 +121,7 @@ class CloudState:
         self.teacher = load_teacher(teacher)
         self.devices: dict[str, DeviceRecord] = {}
         self._replay: dict[float, list] = {}
-        self._negatives: dict[float, torch.Tensor] = {}
+        self._negatives: dict[float, list[torch.Tensor]] = {}
         self.train_lock = threading.Lock()  # one training at a time on this machine
 
     @staticmethod
@@ -248,23 +255,16 @@ class CloudState:
         rho = student.compression.cfg.rho
         have = self._replay.setdefault(rho, [])
         for seed in domain_seeds("source", "teacher", max(n, 0))[len(have):]:
-            ts = tokens_from_clip(shifted_clip("source", seed), rho)
-            keep = torch.rand(ts.num_tokens, generator=torch.Generator().manual_seed(seed)) >= 0.25
-            have.append(label_sample(self.teacher.for_domain("source"), ts.select(keep)))
+            have.append(label_sample(self.teacher.for_domain("source"), source_upload(seed, rho)))
         return have[: max(n, 0)]
 
     def router_negatives(self, n: int, rho: float) -> torch.Tensor:
-        """(n, F) router features of the cloud's own source-domain clips (the rehearsal seeds, shaped like an
-        upload: budget ρ, a random quarter of the tokens removed), cached."""
-        have = self._negatives.get(rho)
-        if have is None or len(have) < n:
-            rows = []
-            for seed in domain_seeds("source", "teacher", n):
-                ts = tokens_from_clip(shifted_clip("source", seed), rho)
-                keep = torch.rand(ts.num_tokens, generator=torch.Generator().manual_seed(seed)) >= 0.25
-                rows.append(token_features(ts.select(keep)))
-            have = self._negatives[rho] = torch.stack(rows)
-        return have[:n]
+        """(n, F) router features of the cloud's own source-domain clips (the rehearsal seeds, `source_upload`),
+        cached."""
+        have = self._negatives.setdefault(rho, [])
+        for seed in domain_seeds("source", "teacher", n)[len(have):]:
+            have.append(token_features(source_upload(seed, rho)))
+        return torch.stack(have[:n])
 
     def _train(self, rec: DeviceRecord, index: int) -> bytes:
         t0 = time.perf_counter()

@@ -173,13 +173,13 @@ class Device:
     def captions(self, clips) -> tuple[dict[str, str], float]:
         """sample_id → caption of each clip through the weights the router picks; and the share of clips
         that were captioned with the adapted weights."""
-        out, adapted = {}, 0
-        for c in clips:
-            use = self.routes_to_adapted(c)
-            m = self.model if use else self.pocket_model()
-            vt, _ = m.compression.visual_tokens(m, torch.from_numpy(np.ascontiguousarray(c.frames))[None], c.modality, c)
-            out[c.sample_id], adapted = m.generate(vt).texts[0], adapted + use
-        return out, adapted / max(len(clips), 1)
+        from workbench.adapt.evaluation import device_captions
+        clips = list(clips)
+        adapted = [self.routes_to_adapted(c) for c in clips]
+        caps = device_captions(self.model, [c for c, a in zip(clips, adapted) if a])
+        if not all(adapted):
+            caps |= device_captions(self.pocket_model(), [c for c, a in zip(clips, adapted) if not a])
+        return {c.sample_id: caps[c.sample_id] for c in clips}, sum(adapted) / max(len(clips), 1)
 
     # ---- uplink --------------------------------------------------------------------------------------
     @torch.no_grad()

@@ -1,8 +1,8 @@
 """The domain router: which weights a device applies to a clip — its adapted ones or the pocket's own.
 
 Adapting to a shifted domain (night) with AKD moves weights the source domain needs too: measured on night,
-adapters trained without source rehearsal recover 73 % of the gap to the teacher but drop source CIDEr from
-1.53 to 0.20; with rehearsal the drop is smaller (to 1.28) and so is the gain (25 %). The router removes the
+adapters trained without source rehearsal recover 75 % of the gap to the teacher but drop source CIDEr from
+1.53 to 0.22; with rehearsal the drop is smaller (to 1.29) and so is the gain (24 %) (bench_cloud_device). The router removes the
 trade-off instead of tuning it: the device keeps the pocket model next to its adapted copy and captions a
 clip with the adapted weights only when a small classifier says the clip comes from the deployment's
 shifted domain. A clip routed to the pocket is captioned exactly as before any adaptation (bit for bit;

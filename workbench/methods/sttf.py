@@ -173,10 +173,11 @@ def frame_flops(model: VLM, computed, key, source: str = "pixels", modality: str
     return np.asarray(out, dtype=np.float64)
 
 
-def chunk_shares(model: VLM, steps: list[GateStep], source: str, modality: str) -> np.ndarray:
-    """(c,) each frame's share of a chunk's analytic encoder FLOPs (how a chunk's measured cost is split)."""
-    share = frame_flops(model, [int(g.mask.sum()) for g in steps], [bool(g.key[0]) for g in steps], source, modality)
-    return share / share.sum() if share.sum() > 0 else np.full(len(steps), 1 / len(steps))
+def chunk_flops(model: VLM, steps: list[GateStep], source: str, modality: str) -> tuple[np.ndarray, np.ndarray]:
+    """(c,) analytic encoder FLOPs of each frame of a chunk and (c,) its share of the chunk's (how a chunk's
+    measured cost is split)."""
+    fl = frame_flops(model, [int(g.mask.sum()) for g in steps], [bool(g.key[0]) for g in steps], source, modality)
+    return fl, fl / fl.sum() if fl.sum() > 0 else np.full(len(steps), 1 / len(steps))
 
 
 def event_rates(clip: Clip | None, t: int, n: int) -> torch.Tensor:
@@ -305,7 +306,7 @@ class STTF:
                 start = time.perf_counter()
                 gs, out = self.chunk_step(model, state, fr, modality, rt, rule)
                 elapsed = (time.perf_counter() - start) * 1e3
-                share = chunk_shares(model, gs, self.cfg.source, modality)
+                _, share = chunk_flops(model, gs, self.cfg.source, modality)
                 flops[s0:s0 + len(gs)], ms[s0:s0 + len(gs)] = total * share, elapsed * share
                 steps += gs
                 outs.append(out)

@@ -37,7 +37,7 @@ from workbench.methods.anc import ANC, RouterState, route_frame
 from workbench.methods.anc_modules import BRANCHES, SKIP, run_branch
 from workbench.methods.combined import STTFANC, CombinedState
 from workbench.methods.ops.gates import patch_pixels
-from workbench.methods.sttf import STTF, STTFState, chunk_shares, frame_flops
+from workbench.methods.sttf import STTF, STTFState, chunk_flops, frame_flops
 from workbench.models.tinyvlm import TinyVLM
 from workbench.pipeline import Dense
 
@@ -99,7 +99,7 @@ class STTFEncoder(_Encoder):
 
     def push(self, state: STTFState, frame: torch.Tensor, rate: torch.Tensor | None = None) -> list[FrameOut]:
         if self.method.cfg.chunk == 1:
-            return [self.step(state, frame, rate)]
+            return super().push(state, frame, rate)
         self._check(rate)
         state.pending.append((self._frame(frame)[0], None if rate is None else rate.reshape(-1)))
         return self.flush(state) if len(state.pending) >= self.method.cfg.chunk else []
@@ -115,9 +115,7 @@ class STTFEncoder(_Encoder):
         t0 = time.perf_counter()
         steps, out = self.method.chunk_step(self.model, state, frames, self.modality, rates, cfg.rule())
         ms = (time.perf_counter() - t0) * 1e3
-        share = chunk_shares(self.model, steps, cfg.source, self.modality)
-        fl = frame_flops(self.model, [int(g.mask.sum()) for g in steps], [bool(g.key[0]) for g in steps], cfg.source,
-                         self.modality)
+        fl, share = chunk_flops(self.model, steps, cfg.source, self.modality)
         return [FrameOut(out[i], g.mask[0], bool(g.key[0]), -1, float(fl[i]), float(ms * share[i]))
                 for i, g in enumerate(steps)]
 

@@ -39,7 +39,6 @@ from dataclasses import dataclass
 
 import torch
 
-from workbench.methods.ops.fusion import run_token_index
 from workbench.models.encoder import VisionEncoder, patchify
 
 
@@ -190,7 +189,7 @@ def encode_clip(encoder: VisionEncoder, frames: torch.Tensor, modality: str, mas
         (True, torch.Size([207, 8]))
     """
     t, n = mask.shape
-    src = run_token_index(mask[None])[0]  # (T, N) row of the latest recompute of each patch
+    src = chunk_sources(mask)  # (T, N) row of the latest recompute of each patch (frame 0 dense: never carried)
     if bool(mask.all()):  # every patch of every frame: the dense encoder's exact calls on the whole clip
         out, _ = encode_full(encoder, emb if emb is not None else encoder.embed(frames, modality), modality)
         return out, out.reshape(t * n, -1), src
